@@ -1,0 +1,56 @@
+"""The stream service's op table: one line per subject."""
+
+from __future__ import annotations
+
+from services.stream import handlers as h
+from services.stream.store import EventStore
+from shared.endpoint import Op, ServiceSpec
+from shared.models.common import OkResponse
+from shared.models import stream as m
+
+VERSION = "0.1.0"
+
+OPS: list[Op[h.StreamCtx]] = [
+    Op("append", h.append, m.AppendRequest, m.AppendResponse, "append events atomically with an expected version"),
+    Op("read", h.read, m.ReadRequest, m.EventsResponse, "read events forward or backward"),
+    Op("forward", h.forward, m.ForwardRequest, m.EventsResponse, "read events forward"),
+    Op("backward", h.backward, m.BackwardRequest, m.EventsResponse, "read events backward (-1 = from the end)"),
+    Op("version", h.version, m.VersionRequest, m.VersionResponse, "last version of a stream (-1 if none)"),
+    Op("exists", h.exists, m.ExistsRequest, m.ExistsResponse, "whether a stream has events"),
+    Op("list", h.list_, m.ListRequest, m.ListResponse, "stream ids, sorted, paginated"),
+    Op("delete", h.delete, m.DeleteRequest, OkResponse, "delete a stream (ok when missing)"),
+    Op("read_until", h.read_until, m.ReadUntilRequest, m.EventsResponse, "events up to an epoch_us"),
+    Op("read_range", h.read_range, m.ReadRangeRequest, m.EventsResponse, "events between two epoch_us"),
+    Op("version_at", h.version_at, m.VersionAtRequest, m.VersionResponse, "stream version at an epoch_us"),
+    Op("create", h.store_create, m.CreateStoreRequest, m.StoreInfoResponse, "create a store", token="store"),
+    Op("info", h.store_info, m.StoreInfoRequest, m.StoreInfoResponse, "describe a store", token="store"),
+]
+
+
+def spec(events: EventStore, prefix: str = "esdb") -> ServiceSpec[h.StreamCtx]:
+    return ServiceSpec(
+        name=f"{prefix}-stream",
+        token="stream",
+        version=VERSION,
+        description="Event streams on JetStream: append with expected version, reads, temporal queries",
+        ops=OPS,
+        make_ctx=lambda store: h.StreamCtx(store=store, events=events),
+    )
+
+
+async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.StreamCtx], list[object]]:
+    """Construct the service over a connection: (spec, resources with async start/stop)."""
+    from nats.aio.client import Client
+
+    from shared.jetstream import Log
+    from shared.settings import Settings
+    from shared.subjects import Subjects
+
+    assert isinstance(nc, Client) and isinstance(settings, Settings)
+    subjects = Subjects(settings.subject_prefix)
+    log = Log(nc, timeout=settings.request_timeout_s)
+    await log.start()
+    events = EventStore(log, subjects, settings)
+    for name, cfg in settings.stores.items():
+        await events.create_store(name, cfg)
+    return spec(events, settings.service_name_prefix), [log]

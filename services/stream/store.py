@@ -1,0 +1,558 @@
+"""The event log on JetStream: the only module of the stream service that talks to JetStream.
+
+Layout (docs/adr/0002-event-log-layout.md):
+
+* one JetStream stream per store, ``<prefix>-log-<store>``, subjects ``<prefix>.log.<store>.e.<token>``
+  with one literal subject per event stream;
+* one message per append (a *commit*), carrying all of the append's events as a msgpack list,
+  with headers ``Esdb-Version`` (version of its first event) and ``Esdb-Count``. One message
+  makes a multi-event append atomic without ADR-50 batches (which stage every batch on disk for
+  R1 file streams) and costs one JetStream write whatever the event count;
+* optimistic concurrency with ``Nats-Expected-Last-Subject-Sequence`` = the sequence of the
+  stream's last commit, so the server rejects any append that raced another;
+* version → sequence by interpolation search over Direct Get ``next_by_subj`` probes
+  (O(log n) round trips, usually two or three), time → version by Direct Get ``start_time``;
+* the commit's JetStream timestamp is the events' ``epoch_us``/``timestamp`` and its sequence
+  their ``position``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgpack
+
+from shared.errors import (
+    InvalidRequestError,
+    StoreNotFoundError,
+    StreamNotFoundError,
+    UnavailableError,
+    WrongExpectedVersionError,
+)
+from shared.jetstream import (
+    ERR_INFLIGHT_SAME_SUBJECT,
+    ERR_STREAM_NOT_FOUND,
+    ERR_WRONG_LAST_SEQUENCE,
+    JS_BATCH_LIMIT,
+    JetStreamApiError,
+    Log,
+    StoredMsg,
+)
+from shared.models.stream import ANY_VERSION, NO_STREAM, STREAM_EXISTS, EventIn
+from shared.settings import Settings, StoreConfig
+from shared.subjects import Subjects
+
+__all__ = ["AppendResult", "Commit", "EventStore", "StoreInfo"]
+
+log = logging.getLogger(__name__)
+
+H_VERSION: Final = "Esdb-Version"
+H_COUNT: Final = "Esdb-Count"
+H_EXPECT_SUBJ_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
+H_MSG_ID: Final = "Nats-Msg-Id"
+JSON_CT: Final = "application/json"
+ANY_RETRIES: Final = 64  # ANY/STREAM_EXISTS appends retry a lost race inside the service
+HEAD_CACHE_SIZE: Final = 100_000
+
+
+@dataclass(slots=True, frozen=True)
+class Commit:
+    """One stored append: where it is and which versions it holds."""
+
+    seq: int
+    first: int
+    count: int
+    ts_ns: int
+
+    @property
+    def last(self) -> int:
+        return self.first + self.count - 1
+
+
+@dataclass(slots=True, frozen=True)
+class AppendResult:
+    version: int
+    position: int
+    count: int
+
+
+@dataclass(slots=True, frozen=True)
+class StoreInfo:
+    name: str
+    config: StoreConfig
+
+
+def _commit_of(sm: StoredMsg) -> Commit:
+    return Commit(seq=sm.seq, first=int(sm.headers[H_VERSION]), count=int(sm.headers[H_COUNT]), ts_ns=sm.ts_ns)
+
+
+def _encode_events(events: list[EventIn], ids: list[str]) -> bytes:
+    rows = []
+    for ev, eid in zip(events, ids, strict=True):
+        row: dict[str, Any] = {"i": eid, "t": ev.event_type, "d": ev.data}
+        if ev.metadata:
+            row["m"] = ev.metadata
+        if ev.tags is not None:
+            row["g"] = ev.tags
+        if ev.data_content_type != JSON_CT:
+            row["c"] = ev.data_content_type
+        if ev.metadata_content_type != JSON_CT:
+            row["k"] = ev.metadata_content_type
+        rows.append(row)
+    return msgpack.packb(rows, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode_commit(sm: StoredMsg, stream_id: str) -> list[dict[str, Any]]:
+    """The events of a commit, as RecordedEvent dicts."""
+    first = int(sm.headers[H_VERSION])
+    epoch_us = sm.ts_ns // 1000
+    ts_ms = sm.ts_ns // 1_000_000
+    rows = msgpack.unpackb(sm.data, raw=False)
+    out = []
+    for i, row in enumerate(rows):
+        dct = row.get("c", JSON_CT)
+        out.append(
+            {
+                "event_id": row["i"],
+                "event_type": row["t"],
+                "stream_id": stream_id,
+                "version": first + i,
+                "data": row.get("d"),
+                "metadata": row.get("m", {}),
+                "tags": row.get("g"),
+                "timestamp": ts_ms,
+                "epoch_us": epoch_us,
+                "position": sm.seq,
+                "data_content_type": dct,
+                "metadata_content_type": row.get("k", JSON_CT),
+            }
+        )
+    return out
+
+
+_MAX_NS: Final = 9_000_000_000 * 1_000_000_000  # ~2255: Go's time.UnixNano overflows past 2262
+
+
+def _rfc3339(ns: int) -> str:
+    sec, frac = divmod(max(0, min(ns, _MAX_NS)), 1_000_000_000)
+    return f"{datetime.fromtimestamp(sec, UTC):%Y-%m-%dT%H:%M:%S}.{frac:09d}Z"
+
+
+def _uuid7() -> str:
+    """A UUIDv7 (time-ordered) for events that come without an id."""
+    import os
+    import time
+
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+def _matches(expected: int, current: int) -> bool:
+    if expected == ANY_VERSION:
+        return True
+    if expected == NO_STREAM:
+        return current == -1
+    if expected == STREAM_EXISTS:
+        return current >= 0
+    return expected == current
+
+
+class EventStore:
+    """Appends and reads for every store, over one NATS connection."""
+
+    def __init__(self, log: Log, subjects: Subjects, settings: Settings) -> None:
+        self.log = log
+        self.subjects = subjects
+        self.settings = settings
+        self._stores: dict[str, StoreInfo] = {}
+        self._heads: OrderedDict[tuple[str, str], Commit] = OrderedDict()
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    # --- stores -----------------------------------------------------------------------------
+    async def store(self, store: str) -> StoreInfo:
+        """The store's config; creates it on first use when ``auto_create_stores`` is set."""
+        info = self._stores.get(store)
+        if info is not None:
+            return info
+        name = self.subjects.log_stream(store)
+        try:
+            si = await self.log.api(f"$JS.API.STREAM.INFO.{name}")
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NOT_FOUND:
+                raise
+            if not self.settings.auto_create_stores:
+                raise StoreNotFoundError(f"store {store!r} does not exist", details={"store": store}) from None
+            info, _ = await self.create_store(store, self.settings.stores.get(store, self.settings.default_store))
+            return info
+        info = StoreInfo(store, _config_of(si["config"]))
+        self._stores[store] = info
+        return info
+
+    async def create_store(self, store: str, cfg: StoreConfig) -> tuple[StoreInfo, bool]:
+        """Create the store's JetStream stream; returns (info, created). Idempotent."""
+        name = self.subjects.log_stream(store)
+        body = {
+            "name": name,
+            "description": cfg.description or f"esdb-gater event log of store {store}",
+            "subjects": [f"{self.subjects.log_root(store)}.>"],
+            "retention": "limits",
+            "storage": cfg.storage,
+            "num_replicas": cfg.replicas,
+            "max_age": int(cfg.max_age_s * 1e9),
+            "max_bytes": cfg.max_bytes,
+            "max_msgs": -1,
+            "max_msgs_per_subject": -1,
+            "discard": "old",
+            "duplicate_window": int(cfg.duplicate_window_s * 1e9),
+            "allow_direct": True,
+            "metadata": {"esdb_gater_store": store, "esdb_gater_layout": "1"},
+        }
+        created = True
+        try:
+            si = await self.log.api(f"$JS.API.STREAM.CREATE.{name}", body)
+        except JetStreamApiError as exc:
+            if exc.err_code != 10058:  # stream name already in use (with another config)
+                raise
+            si = await self.log.api(f"$JS.API.STREAM.INFO.{name}")
+            created = False
+        if si.get("created") and created:
+            # CREATE with an identical config answers success for an existing stream too;
+            # state.messages > 0 tells an old stream apart.
+            created = si.get("state", {}).get("messages", 0) == 0
+        info = StoreInfo(store, _config_of(si["config"]))
+        self._stores[store] = info
+        return info, created
+
+    async def store_stats(self, store: str) -> tuple[StoreInfo, int, int]:
+        info = await self.store(store)
+        si = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.log_stream(store)}")
+        state = si.get("state", {})
+        return info, int(state.get("messages", 0)), int(state.get("num_subjects", 0))
+
+    def forget_store(self, store: str) -> None:
+        self._stores.pop(store, None)
+
+    # --- per-stream serialisation -------------------------------------------------------------
+    @asynccontextmanager
+    async def _stream_lock(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        """Appends to one stream from this instance queue here instead of racing at the server
+        (other instances still race; the server's expected-sequence check decides)."""
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    # --- heads ------------------------------------------------------------------------------
+    def _remember(self, key: tuple[str, str], commit: Commit | None) -> None:
+        if commit is None:
+            self._heads.pop(key, None)
+            return
+        self._heads[key] = commit
+        self._heads.move_to_end(key)
+        if len(self._heads) > HEAD_CACHE_SIZE:
+            self._heads.popitem(last=False)
+
+    async def _head_msg(self, store: str, stream_id: str) -> StoredMsg | None:
+        info = await self.store(store)
+        req = {"last_by_subj": self.subjects.log_subject(store, stream_id)}
+        name = self.subjects.log_stream(store)
+        if info.config.replicas > 1:
+            return await self.log.leader_get(name, req)
+        return await self.log.direct_get(name, req)
+
+    async def head(self, store: str, stream_id: str, *, cached: bool = False) -> Commit | None:
+        """The stream's last commit, or None when the stream has no events."""
+        key = (store, stream_id)
+        if cached and key in self._heads:
+            return self._heads[key]
+        sm = await self._head_msg(store, stream_id)
+        commit = _commit_of(sm) if sm is not None else None
+        self._remember(key, commit)
+        return commit
+
+    # --- append -----------------------------------------------------------------------------
+    async def append(self, store: str, stream_id: str, expected: int, events: list[EventIn]) -> AppendResult:
+        if len(events) > self.settings.max_events_per_append:
+            raise InvalidRequestError(
+                f"at most {self.settings.max_events_per_append} events per append",
+                details={"field": "events", "reason": "too many events", "count": len(events)},
+            )
+        await self.store(store)
+        key = (store, stream_id)
+        subject = self.subjects.log_subject(store, stream_id)
+        client_ids = all(ev.event_id for ev in events)
+        ids = [ev.event_id or _uuid7() for ev in events]
+        if len(set(ids)) != len(ids):
+            raise InvalidRequestError("event ids must be unique within an append", details={"field": "events"})
+        payload = _encode_events(events, ids)
+        headers = {H_COUNT: str(len(events))}
+        if client_ids:
+            # Same ids → same message id: JetStream answers a resend inside the duplicate window
+            # with the original sequence instead of storing it twice.
+            digest = hashlib.sha256("\x00".join([store, stream_id, *ids]).encode()).hexdigest()[:40]
+            headers[H_MSG_ID] = digest
+        async with self._stream_lock(key):
+            head = await self.head(store, stream_id, cached=True)
+            from_cache = True
+            for _ in range(ANY_RETRIES):
+                current = head.last if head else -1
+                if not _matches(expected, current):
+                    if from_cache:  # the cache may be stale: ask the server before saying no
+                        head = await self.head(store, stream_id)
+                        from_cache = False
+                        continue
+                    raise WrongExpectedVersionError(
+                        f"expected version {expected}, stream {stream_id!r} is at {current}",
+                        details={"expected": expected, "actual": current, "stream_id": stream_id},
+                    )
+                first = current + 1
+                headers[H_VERSION] = str(first)
+                headers[H_EXPECT_SUBJ_SEQ] = str(head.seq if head else 0)
+                try:
+                    ack = await self.log.publish(subject, payload, headers)
+                except JetStreamApiError as exc:
+                    if exc.err_code in (ERR_WRONG_LAST_SEQUENCE, ERR_INFLIGHT_SAME_SUBJECT):
+                        head = await self.head(store, stream_id)  # lost a race: look again
+                        from_cache = False
+                        if exc.err_code == ERR_INFLIGHT_SAME_SUBJECT:
+                            await asyncio.sleep(0.002)
+                        continue
+                    raise
+                except UnavailableError:
+                    self.forget_store(store)
+                    await self.store(store)  # raises store_not_found if it was deleted
+                    raise
+                if ack.duplicate:
+                    original = await self.log.direct_get(self.subjects.log_stream(store), {"seq": ack.seq})
+                    if original is None:
+                        raise UnavailableError("duplicate append's original is not readable yet")
+                    c = _commit_of(original)
+                    return AppendResult(c.last, c.seq, c.count)
+                commit = Commit(ack.seq, first, len(events), 0)
+                self._remember(key, commit)
+                return AppendResult(commit.last, commit.seq, commit.count)
+            raise UnavailableError("too much contention on the stream; try again", details={"stream_id": stream_id})
+
+    # --- reads ------------------------------------------------------------------------------
+    async def _probe(self, name: str, subject: str, seq: int) -> StoredMsg | None:
+        return await self.log.direct_get(name, {"seq": seq, "next_by_subj": subject})
+
+    async def _seek(self, store: str, stream_id: str, version: int, head: StoredMsg) -> StoredMsg:
+        """The commit holding ``version`` (or the first one after it, if it was removed).
+
+        Interpolation search between the first and the last commit, alternating with bisection
+        so the worst case stays O(log n) probes; each probe is one Direct Get."""
+        name = self.subjects.log_stream(store)
+        subject = self.subjects.log_subject(store, stream_id)
+        hi = head
+        if int(hi.headers[H_VERSION]) <= version:
+            return hi
+        lo = await self._probe(name, subject, 1)
+        if lo is None:
+            return hi
+        lo_c = _commit_of(lo)
+        if lo_c.last >= version:
+            return lo
+        hi_lim = hi.seq  # no commit of this stream in [hi_lim, hi.seq)
+        step = 0
+        while hi_lim - lo.seq > 1:
+            lo_last = _commit_of(lo).last
+            hi_first = int(hi.headers[H_VERSION])
+            span = hi_lim - lo.seq - 1
+            if step % 2 == 0 and hi_first > lo_last:
+                frac = (version - lo_last) / (hi_first - lo_last)
+                guess = lo.seq + 1 + int(frac * span)
+            else:
+                guess = lo.seq + 1 + span // 2
+            guess = max(lo.seq + 1, min(guess, hi_lim - 1))
+            step += 1
+            c = await self._probe(name, subject, guess)
+            if c is None or c.seq >= hi.seq:
+                hi_lim = guess
+                continue
+            cc = _commit_of(c)
+            if cc.first <= version <= cc.last:
+                return c
+            if cc.last < version:
+                lo = c
+            else:
+                hi, hi_lim = c, guess
+        return hi
+
+    async def _batch(self, store: str, stream_id: str, from_seq: int, n: int) -> list[StoredMsg]:
+        msgs, _ = await self.log.direct_batch(
+            self.subjects.log_stream(store),
+            {
+                "seq": from_seq,
+                "batch": min(n, JS_BATCH_LIMIT),
+                "next_by_subj": self.subjects.log_subject(store, stream_id),
+                "max_bytes": 8 * 1024 * 1024,
+            },
+        )
+        return msgs
+
+    async def read_versions(self, store: str, stream_id: str, lo: int, hi: int | None, limit: int) -> list[dict[str, Any]]:
+        """Events with lo <= version <= hi (hi None = to the end), ascending, at most ``limit``.
+        Raises stream_not_found when the stream has no events."""
+        head_sm = await self._head_msg(store, stream_id)
+        if head_sm is None:
+            raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
+        head = _commit_of(head_sm)
+        self._remember((store, stream_id), head)
+        top = head.last if hi is None else min(hi, head.last)
+        if limit <= 0 or lo > top:
+            return []
+        start = await self._seek(store, stream_id, lo, head_sm)
+        out: list[dict[str, Any]] = []
+        current = start
+        wanted = min(limit, top - lo + 1)
+        empty_rounds = 0
+        while True:
+            for ev in decode_commit(current, stream_id):
+                if lo <= ev["version"] <= top:
+                    out.append(ev)
+            if len(out) >= wanted or current.seq >= head.seq:
+                break
+            batch = await self._batch(store, stream_id, current.seq + 1, wanted - len(out))
+            if not batch:
+                # A follower answered before it caught up with the leader: wait for it.
+                empty_rounds += 1
+                if empty_rounds > 50:
+                    raise UnavailableError("the stream's replicas are behind; try again")
+                await asyncio.sleep(0.01)
+                continue
+            for sm in batch[:-1]:
+                for ev in decode_commit(sm, stream_id):
+                    if lo <= ev["version"] <= top:
+                        out.append(ev)
+            current = batch[-1]
+        return out[:wanted]
+
+    async def read(self, store: str, stream_id: str, start: int, count: int, direction: str) -> list[dict[str, Any]]:
+        if direction == "forward":
+            if start < 0:
+                raise InvalidRequestError(
+                    "start_version must be >= 0 when reading forward",
+                    details={"field": "start_version", "reason": "negative"},
+                )
+            return await self.read_versions(store, stream_id, start, start + count - 1, count)
+        if start == -1:
+            head = await self.head(store, stream_id)
+            if head is None:
+                raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
+            start = head.last
+        bottom = max(0, start - count + 1)
+        events = await self.read_versions(store, stream_id, bottom, start, count)
+        events.reverse()
+        return events
+
+    async def version(self, store: str, stream_id: str) -> int:
+        head = await self.head(store, stream_id)
+        return head.last if head else -1
+
+    async def delete(self, store: str, stream_id: str) -> None:
+        await self.store(store)
+        key = (store, stream_id)
+        async with self._stream_lock(key):
+            await self.log.api(
+                f"$JS.API.STREAM.PURGE.{self.subjects.log_stream(store)}",
+                {"filter": self.subjects.log_subject(store, stream_id)},
+            )
+            self._remember(key, None)
+
+    async def list_streams(self, store: str, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        """Stream ids sorted by their UTF-8 bytes, a page after ``cursor``."""
+        await self.store(store)
+        name = self.subjects.log_stream(store)
+        ids: list[str] = []
+        offset = 0
+        while True:
+            si = await self.log.api(
+                f"$JS.API.STREAM.INFO.{name}",
+                {"subjects_filter": self.subjects.log_all(store), "offset": offset},
+            )
+            subjects = si.get("state", {}).get("subjects") or {}
+            ids.extend(self.subjects.stream_id_of(s) for s in subjects)
+            total = int(si.get("total", len(subjects)))
+            offset += len(subjects)
+            if not subjects or offset >= total:
+                break
+        ids.sort(key=lambda s: s.encode("utf-8"))
+        if cursor is not None:
+            c = cursor.encode("utf-8")
+            ids = [s for s in ids if s.encode("utf-8") > c]
+        page = ids[:limit]
+        nxt = page[-1] if len(ids) > limit else None
+        return page, nxt
+
+    # --- time -------------------------------------------------------------------------------
+    async def _first_commit_at_or_after(self, store: str, stream_id: str, ns: int) -> StoredMsg | None:
+        return await self.log.direct_get(
+            self.subjects.log_stream(store),
+            {"start_time": _rfc3339(ns), "next_by_subj": self.subjects.log_subject(store, stream_id)},
+        )
+
+    async def version_at(self, store: str, stream_id: str, epoch_us: int) -> int:
+        """The last version whose epoch_us <= the given one; -1 when none is that old."""
+        head = await self.head(store, stream_id)
+        if head is None:
+            return -1
+        if (epoch_us + 1) * 1000 > head.ts_ns:
+            return head.last
+        after = await self._first_commit_at_or_after(store, stream_id, (epoch_us + 1) * 1000)
+        if after is None:
+            return head.last
+        return int(after.headers[H_VERSION]) - 1
+
+    async def read_time_range(
+        self, store: str, stream_id: str, from_us: int | None, to_us: int, direction: str, limit: int
+    ) -> list[dict[str, Any]]:
+        head = await self.head(store, stream_id)
+        if head is None:
+            raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
+        hi = await self.version_at(store, stream_id, to_us)
+        lo = 0
+        if from_us is not None:
+            first = await self._first_commit_at_or_after(store, stream_id, from_us * 1000)
+            if first is None:
+                return []
+            lo = int(first.headers[H_VERSION])
+        if hi < lo or limit == 0:
+            return []
+        if direction == "forward":
+            return await self.read_versions(store, stream_id, lo, hi, limit)
+        events = await self.read_versions(store, stream_id, max(lo, hi - limit + 1), hi, limit)
+        events.reverse()
+        return events
+
+
+def _config_of(cfg: dict[str, Any]) -> StoreConfig:
+    return StoreConfig(
+        replicas=int(cfg.get("num_replicas", 1)),
+        storage="memory" if cfg.get("storage") == "memory" else "file",
+        max_age_s=int(cfg.get("max_age", 0)) / 1e9,
+        max_bytes=int(cfg.get("max_bytes", -1)),
+        duplicate_window_s=int(cfg.get("duplicate_window", 120_000_000_000)) / 1e9,
+        description=str(cfg.get("description", "")),
+    )

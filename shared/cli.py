@@ -1,0 +1,100 @@
+"""The ``gater`` command.
+
+    gater up [--data-dir DIR] [--port N] [--nats URL]   everything on an embedded nats-server
+    gater serve SERVICE... [--nats URL]                 chosen services against a given NATS
+    gater bench [--quick] ...                           the benchmark (see bench/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from shared.natsserver import NatsServer
+from shared.runner import SERVICES, run_services
+from shared.settings import Settings
+
+__all__ = ["main"]
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    kwargs: dict[str, object] = dict(overrides)
+    if getattr(args, "nats", None):
+        kwargs["nats_url"] = args.nats
+    return Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def _up(args: argparse.Namespace) -> int:
+    server: NatsServer | None = None
+    url = args.nats or os.environ.get("NATS_URL")
+    if not url:
+        data_dir = Path(args.data_dir).resolve()
+        server = NatsServer(port=args.port, data_dir=data_dir, name="esdb-gater").start()
+        url = server.url
+        print(f"nats-server {server.url} (JetStream data in {data_dir / 'jetstream'})", flush=True)
+    settings = _settings(args, nats_url=url, auto_create_stores=True)
+
+    def ready() -> None:
+        print(f"esdb-gater is up: services {', '.join(SERVICES)} on {url}", flush=True)
+        print(f"  try: nats req {settings.subject_prefix}.api.demo.stream.version '{{\"stream_id\":\"x\"}}'", flush=True)
+        print("  Ctrl-C stops everything", flush=True)
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_services(list(SERVICES), settings, on_ready=ready))
+    finally:
+        if server is not None:
+            server.stop()
+            print("nats-server stopped", flush=True)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    names = list(SERVICES) if args.services == ["all"] else args.services
+    settings = _settings(args)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_services(names, settings))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gater", description="Event-store gateway on NATS JetStream")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    up = sub.add_parser("up", help="run a local nats-server with JetStream and every service")
+    up.add_argument("--data-dir", default=os.environ.get("ESDB_GATER_DATA_DIR", ".gater-data"))
+    up.add_argument("--port", type=int, default=4222, help="client port of the embedded server (0 = any)")
+    up.add_argument("--nats", help="use this NATS URL instead of starting a server (or NATS_URL)")
+    up.set_defaults(func=_up)
+
+    serve = sub.add_parser("serve", help="run chosen services against an existing NATS")
+    serve.add_argument("services", nargs="+", help=f"any of: {', '.join(SERVICES)}, or all")
+    serve.add_argument("--nats", help="NATS URL(s), comma-separated (default: ESDB_GATER_NATS_URL)")
+    serve.set_defaults(func=_serve)
+
+    bench = sub.add_parser("bench", help="benchmark the gateway against raw JetStream", add_help=False)
+    bench.set_defaults(func=None)
+
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("nats").setLevel(logging.WARNING)
+    if args.cmd == "bench":
+        from bench.__main__ import main as bench_main
+
+        return bench_main(rest)
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

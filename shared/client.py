@@ -1,0 +1,193 @@
+"""``GaterClient``: the seed's API (``esdb_gater_api``) over NATS request/reply.
+
+    client = await GaterClient.connect("nats://127.0.0.1:4222")
+    await client.append_events("orders", "order-1", -1, [{"event_type": "Placed", "data": {...}}])
+    events = await client.stream_forward("orders", "order-1", 0, 100)
+
+Error replies raise the classes of ``shared.errors`` (``WrongExpectedVersionError`` …), the
+same ones the services raise. JSON by default; ``codec="msgpack"`` sends and receives msgpack.
+Binary event data comes back as ``bytes`` with either codec.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+import nats
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
+from shared.errors import ERROR_CODE_HEADER, GatewayTimeoutError, UnavailableError, error_from_envelope
+from shared.models.stream import AppendResponse, RecordedEvent, StoreInfoResponse, is_json_content_type
+from shared.subjects import Subjects
+from shared.telemetry import inject_context
+
+__all__ = ["GaterClient"]
+
+Event = dict[str, Any]
+
+
+class GaterClient:
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        prefix: str = "esdb",
+        codec: Literal["json", "msgpack"] = "json",
+        timeout: float = 5.0,
+    ) -> None:
+        self.nc = nc
+        self.subjects = Subjects(prefix)
+        self.codec: Codec = MSGPACK if codec == "msgpack" else JSON
+        self.timeout = timeout
+        self._owns_connection = False
+
+    @classmethod
+    async def connect(cls, url: str = "nats://127.0.0.1:4222", **kwargs: Any) -> GaterClient:
+        nc = await nats.connect(url)
+        client = cls(nc, **kwargs)
+        client._owns_connection = True
+        return client
+
+    async def close(self) -> None:
+        if self._owns_connection and not self.nc.is_closed:
+            await self.nc.drain()
+
+    async def __aenter__(self) -> GaterClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- transport --------------------------------------------------------------------------
+    async def request(self, store: str, service: str, op: str, body: dict[str, Any]) -> Any:
+        """Send one request; return the decoded reply or raise the error it carries."""
+        headers = inject_context({})
+        if self.codec is MSGPACK:
+            headers[CONTENT_TYPE_HEADER] = MSGPACK.content_type
+        subject = self.subjects.api(store, service, op)
+        try:
+            msg = await self.nc.request(subject, self.codec.encode(body), timeout=self.timeout, headers=headers or None)
+        except NoRespondersError:
+            raise UnavailableError(f"no service answers {subject}", details={"subject": subject}) from None
+        except NatsTimeoutError:
+            raise GatewayTimeoutError(f"no reply on {subject} in {self.timeout}s", details={"subject": subject}) from None
+        codec = MSGPACK if (msg.headers or {}).get(CONTENT_TYPE_HEADER) == MSGPACK.content_type else JSON
+        reply = codec.decode(msg.data)
+        if msg.headers and ERROR_CODE_HEADER in msg.headers:
+            raise error_from_envelope(reply)
+        return reply
+
+    async def _stream(self, store: str, op: str, body: dict[str, Any]) -> Any:
+        return await self.request(store, "stream", op, body)
+
+    @staticmethod
+    def _events(reply: dict[str, Any]) -> list[RecordedEvent]:
+        out = []
+        for ev in reply["events"]:
+            data = ev.get("data")
+            if isinstance(data, str) and not is_json_content_type(ev.get("data_content_type", "application/json")):
+                ev["data"] = base64.b64decode(data)
+            out.append(RecordedEvent.model_validate(ev))
+        return out
+
+    # --- stream operations (seed names) ------------------------------------------------------
+    async def append_events(self, store: str, stream_id: str, *args: Any) -> AppendResponse:
+        """``append_events(store, stream_id, events)`` (any version) or
+        ``append_events(store, stream_id, expected_version, events)``."""
+        if len(args) == 1:
+            expected, events = -2, args[0]
+        elif len(args) == 2:
+            expected, events = args
+        else:
+            raise TypeError("append_events(store, stream_id, [expected_version,] events)")
+        reply = await self._stream(
+            store, "append", {"stream_id": stream_id, "expected_version": expected, "events": list(events)}
+        )
+        return AppendResponse.model_validate(reply)
+
+    async def get_events(
+        self, store: str, stream_id: str, start_version: int, count: int, direction: str = "forward"
+    ) -> list[RecordedEvent]:
+        reply = await self._stream(
+            store,
+            "read",
+            {"stream_id": stream_id, "start_version": start_version, "count": count, "direction": direction},
+        )
+        return self._events(reply)
+
+    async def stream_forward(self, store: str, stream_id: str, start_version: int, count: int) -> list[RecordedEvent]:
+        reply = await self._stream(store, "forward", {"stream_id": stream_id, "start_version": start_version, "count": count})
+        return self._events(reply)
+
+    async def stream_backward(self, store: str, stream_id: str, start_version: int, count: int) -> list[RecordedEvent]:
+        reply = await self._stream(store, "backward", {"stream_id": stream_id, "start_version": start_version, "count": count})
+        return self._events(reply)
+
+    async def get_version(self, store: str, stream_id: str) -> int:
+        return int((await self._stream(store, "version", {"stream_id": stream_id}))["version"])
+
+    async def stream_exists(self, store: str, stream_id: str) -> bool:
+        return bool((await self._stream(store, "exists", {"stream_id": stream_id}))["exists"])
+
+    async def get_streams(self, store: str, *, page_size: int = 1000) -> list[str]:
+        """Every stream id of the store, sorted (follows the pages)."""
+        out: list[str] = []
+        cursor: str | None = None
+        while True:
+            streams, cursor = await self.list_streams(store, cursor=cursor, limit=page_size)
+            out.extend(streams)
+            if cursor is None:
+                return out
+
+    async def list_streams(self, store: str, *, cursor: str | None = None, limit: int = 1000) -> tuple[list[str], str | None]:
+        """One page of stream ids and the cursor of the next page (None on the last)."""
+        body: dict[str, Any] = {"limit": limit}
+        if cursor is not None:
+            body["cursor"] = cursor
+        reply = await self._stream(store, "list", body)
+        return list(reply["streams"]), reply.get("next")
+
+    async def delete_stream(self, store: str, stream_id: str) -> None:
+        await self._stream(store, "delete", {"stream_id": stream_id})
+
+    async def read_until(
+        self, store: str, stream_id: str, timestamp: int, *, direction: str = "forward", limit: int = 1000
+    ) -> list[RecordedEvent]:
+        reply = await self._stream(
+            store,
+            "read_until",
+            {"stream_id": stream_id, "timestamp": timestamp, "direction": direction, "limit": limit},
+        )
+        return self._events(reply)
+
+    async def read_range(
+        self,
+        store: str,
+        stream_id: str,
+        from_ts: int,
+        to_ts: int,
+        *,
+        direction: str = "forward",
+        limit: int = 1000,
+    ) -> list[RecordedEvent]:
+        reply = await self._stream(
+            store,
+            "read_range",
+            {"stream_id": stream_id, "from_ts": from_ts, "to_ts": to_ts, "direction": direction, "limit": limit},
+        )
+        return self._events(reply)
+
+    async def version_at(self, store: str, stream_id: str, timestamp: int) -> int:
+        return int((await self._stream(store, "version_at", {"stream_id": stream_id, "timestamp": timestamp}))["version"])
+
+    # --- stores -----------------------------------------------------------------------------
+    async def create_store(self, store: str, **config: Any) -> StoreInfoResponse:
+        """``replicas``, ``storage`` ("file"|"memory"), ``max_age_s``, ``max_bytes``, ``duplicate_window_s``."""
+        return StoreInfoResponse.model_validate(await self.request(store, "store", "create", config))
+
+    async def store_info(self, store: str) -> StoreInfoResponse:
+        return StoreInfoResponse.model_validate(await self.request(store, "store", "info", {}))

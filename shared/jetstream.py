@@ -1,0 +1,255 @@
+"""Thin, fast JetStream primitives shared by the services' ``store.py`` modules.
+
+nats-py 2.x has no batch Direct Get (ADR-31) and its ``js.publish`` builds objects we do not
+need on the hot path, so the few calls the event log makes are spelled here once, over raw
+request/reply: publish with expectation headers, single and batched Direct Get, and the
+leader-served ``STREAM.MSG.GET``. JetStream API error codes are turned into our error tree here
+(and only here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from shared.errors import (
+    GatewayError,
+    GatewayTimeoutError,
+    InternalError,
+    PayloadTooLargeError,
+    UnavailableError,
+)
+
+__all__ = [
+    "JS_BATCH_LIMIT",
+    "JetStreamApiError",
+    "Log",
+    "PubAck",
+    "StoredMsg",
+    "parse_ts_ns",
+]
+
+# JetStream API error codes we act on (server/errors.json).
+ERR_WRONG_LAST_SEQUENCE: Final = 10071
+ERR_STREAM_NOT_FOUND: Final = 10059
+ERR_INFLIGHT_SAME_SUBJECT: Final = 10164
+ERR_MAX_PAYLOAD: Final = 10054
+ERR_MESSAGE_TOO_LARGE: Final = 10133
+
+JS_BATCH_LIMIT: Final = 1000  # messages per Direct Get batch request we ask for
+
+H_SEQ: Final = "Nats-Sequence"
+H_SUBJECT: Final = "Nats-Subject"
+H_TS: Final = "Nats-Time-Stamp"
+H_NUM_PENDING: Final = "Nats-Num-Pending"
+H_LAST_SEQ: Final = "Nats-Last-Sequence"
+H_STATUS: Final = "Status"
+
+
+class JetStreamApiError(GatewayError):
+    """A JetStream API error we did not map to a wire error; carries ``err_code``."""
+
+    def __init__(self, err_code: int, description: str, status: int = 500) -> None:
+        super().__init__(f"jetstream: {description}", details={"err_code": err_code})
+        self.err_code = err_code
+        self.description = description
+        self.js_status = status
+
+
+@dataclass(slots=True, frozen=True)
+class PubAck:
+    seq: int
+    duplicate: bool
+
+
+@dataclass(slots=True, frozen=True)
+class StoredMsg:
+    subject: str
+    seq: int
+    ts_ns: int
+    headers: dict[str, str]
+    data: bytes
+
+
+def parse_ts_ns(value: str) -> int:
+    """Nanoseconds since the epoch from JetStream's RFC 3339 timestamp (UTC, up to 9 digits)."""
+    # "2026-11-29T10:00:00.123456789Z" — datetime parses at most 6 digits, so split it.
+    base, _, frac = value.rstrip("Z").partition(".")
+    if "+" in frac:  # never produced by the server, but be tolerant
+        frac = frac.split("+", 1)[0]
+    seconds = int(datetime.fromisoformat(base).replace(tzinfo=UTC).timestamp())
+    return seconds * 1_000_000_000 + int((frac + "000000000")[:9] if frac else 0)
+
+
+def _raise_api_error(body: dict[str, Any]) -> None:
+    err = body.get("error")
+    if not err:
+        return
+    code = int(err.get("err_code", 0))
+    desc = str(err.get("description", "jetstream error"))
+    if code in (ERR_MAX_PAYLOAD, ERR_MESSAGE_TOO_LARGE):
+        raise PayloadTooLargeError("the append is larger than the store accepts", details={"reason": desc})
+    raise JetStreamApiError(code, desc, int(err.get("code", 500)))
+
+
+class Log:
+    """JetStream calls of the event log, over one NATS connection."""
+
+    def __init__(self, nc: Client, timeout: float = 5.0) -> None:
+        self.nc = nc
+        self.timeout = timeout
+        self._inbox_prefix = ""
+        self._sub: Subscription | None = None
+        self._pending: dict[str, asyncio.Queue[Msg]] = {}
+        self._next = 0
+
+    async def start(self) -> None:
+        """Subscribe the reply inbox that batched Direct Gets answer on."""
+        self._inbox_prefix = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(self._inbox_prefix + ".*", cb=self._on_reply)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _on_reply(self, msg: Msg) -> None:
+        q = self._pending.get(msg.subject)
+        if q is not None:
+            q.put_nowait(msg)
+
+    # --- requests ---------------------------------------------------------------------------
+    async def _request(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> Msg:
+        try:
+            return await self.nc.request(subject, payload, timeout=self.timeout, headers=headers)
+        except NoRespondersError:
+            raise UnavailableError(
+                "JetStream did not answer (no responders)", details={"subject": subject}
+            ) from None
+        except NatsTimeoutError:
+            raise GatewayTimeoutError("JetStream did not answer in time", details={"subject": subject}) from None
+
+    async def api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A ``$JS.API.*`` JSON call; raises on an error reply."""
+        msg = await self._request(subject, json.dumps(body or {}).encode())
+        reply: dict[str, Any] = json.loads(msg.data)
+        _raise_api_error(reply)
+        return reply
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> PubAck:
+        msg = await self._request(subject, payload, headers)
+        try:
+            body = json.loads(msg.data)
+        except ValueError:
+            raise InternalError("unexpected publish acknowledgement") from None
+        _raise_api_error(body)
+        return PubAck(seq=int(body["seq"]), duplicate=bool(body.get("duplicate", False)))
+
+    # --- reads ------------------------------------------------------------------------------
+    @staticmethod
+    def _stored(msg: Msg) -> StoredMsg | None:
+        hdrs = msg.headers or {}
+        if H_STATUS in hdrs or H_SEQ not in hdrs:
+            return None
+        return StoredMsg(
+            subject=hdrs[H_SUBJECT],
+            seq=int(hdrs[H_SEQ]),
+            ts_ns=parse_ts_ns(hdrs[H_TS]),
+            headers=hdrs,
+            data=msg.data,
+        )
+
+    async def direct_get(self, stream: str, req: dict[str, Any]) -> StoredMsg | None:
+        """One message by ``seq`` / ``last_by_subj`` / ``next_by_subj`` / ``start_time``; None if none."""
+        msg = await self._request(f"$JS.API.DIRECT.GET.{stream}", json.dumps(req).encode())
+        hdrs = msg.headers or {}
+        status = hdrs.get(H_STATUS)
+        if status is not None:
+            if status == "404":
+                return None
+            raise JetStreamApiError(0, f"direct get failed: {status} {hdrs.get('Description', '')}")
+        return self._stored(msg)
+
+    async def direct_batch(self, stream: str, req: dict[str, Any]) -> tuple[list[StoredMsg], int]:
+        """A batched Direct Get (ADR-31); returns the messages and the server's pending count."""
+        self._next += 1
+        reply = f"{self._inbox_prefix}.{self._next}"
+        q: asyncio.Queue[Msg] = asyncio.Queue()
+        self._pending[reply] = q
+        out: list[StoredMsg] = []
+        try:
+            await self.nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(req).encode(), reply=reply)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.timeout
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise GatewayTimeoutError("JetStream direct get timed out", details={"stream": stream})
+                try:
+                    msg = await asyncio.wait_for(q.get(), remaining)
+                except TimeoutError:
+                    raise GatewayTimeoutError(
+                        "JetStream direct get timed out", details={"stream": stream}
+                    ) from None
+                hdrs = msg.headers or {}
+                status = hdrs.get(H_STATUS)
+                if status is None:
+                    sm = self._stored(msg)
+                    if sm is not None:
+                        out.append(sm)
+                    continue
+                if status == "204":  # end of batch
+                    return out, int(hdrs.get(H_NUM_PENDING, "0"))
+                if status == "404":
+                    return out, 0
+                if status == "503":
+                    raise UnavailableError("JetStream did not answer (no responders)", details={"stream": stream})
+                raise JetStreamApiError(0, f"direct get failed: {status} {hdrs.get('Description', '')}")
+        finally:
+            self._pending.pop(reply, None)
+
+    async def leader_get(self, stream: str, req: dict[str, Any]) -> StoredMsg | None:
+        """``STREAM.MSG.GET``: answered by the stream leader, so it sees every acknowledged write
+        (Direct Get may be answered by a lagging follower in a cluster)."""
+        msg = await self._request(f"$JS.API.STREAM.MSG.GET.{stream}", json.dumps(req).encode())
+        body = json.loads(msg.data)
+        err = body.get("error")
+        if err:
+            if int(err.get("err_code", 0)) == 10037:  # no message found
+                return None
+            _raise_api_error(body)
+        m = body["message"]
+        headers: dict[str, str] = {}
+        if m.get("hdrs"):
+            headers = _parse_headers(base64.b64decode(m["hdrs"]))
+        ts = m["time"]
+        return StoredMsg(
+            subject=m["subject"],
+            seq=int(m["seq"]),
+            ts_ns=parse_ts_ns(ts),
+            headers=headers,
+            data=base64.b64decode(m.get("data") or ""),
+        )
+
+
+def _parse_headers(raw: bytes) -> dict[str, str]:
+    lines = raw.decode().split("\r\n")
+    out: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        k, _, v = line.partition(":")
+        out[k.strip()] = v.strip()
+    return out

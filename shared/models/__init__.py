@@ -1,0 +1,1 @@
+"""Wire models: one module per service, ``<Op>Request`` / ``<Op>Response`` per subject."""

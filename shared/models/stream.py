@@ -1,0 +1,231 @@
+"""Wire models of the stream service (``<prefix>.api.<store>.stream.<op>``) and store admin ops.
+
+Field names are the seed functions' arguments in snake_case (SPEC.md §2, §3).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, model_validator
+
+from shared.models.common import Request, StreamId
+
+__all__ = [
+    "ANY_VERSION",
+    "MAX_READ_COUNT",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendRequest",
+    "AppendResponse",
+    "BackwardRequest",
+    "CreateStoreRequest",
+    "DeleteRequest",
+    "EventIn",
+    "EventsResponse",
+    "ExistsRequest",
+    "ExistsResponse",
+    "ForwardRequest",
+    "ListRequest",
+    "ListResponse",
+    "ReadRangeRequest",
+    "ReadRequest",
+    "ReadUntilRequest",
+    "RecordedEvent",
+    "StoreInfoRequest",
+    "StoreInfoResponse",
+    "VersionAtRequest",
+    "VersionRequest",
+    "VersionResponse",
+    "is_json_content_type",
+]
+
+NO_STREAM = -1
+ANY_VERSION = -2
+STREAM_EXISTS = -4
+MAX_READ_COUNT = 10_000
+
+Direction = Literal["forward", "backward"]
+
+
+def is_json_content_type(ctype: str) -> bool:
+    base = ctype.split(";", 1)[0].strip().lower()
+    return base == "application/json" or base.endswith("+json")
+
+
+class EventIn(Request):
+    """An event to append. ``type`` is accepted as an alias of ``event_type`` (the seed's
+    quick start uses it). Fields that only read replies carry (``stream_id``, ``version``,
+    ``position``, ``timestamp``, ``epoch_us``) are accepted and ignored, so a read event can be
+    sent back as is."""
+
+    event_id: str | None = Field(default=None, min_length=1, max_length=256)
+    event_type: str = Field(
+        min_length=1, max_length=256, validation_alias=AliasChoices("event_type", "type")
+    )
+    data: Any = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] | None = None
+    data_content_type: str = Field(default="application/json", min_length=1, max_length=128)
+    metadata_content_type: str = Field(default="application/json", min_length=1, max_length=128)
+    # read-only fields of RecordedEvent, ignored on input
+    stream_id: Any = Field(default=None, exclude=True)
+    version: Any = Field(default=None, exclude=True)
+    position: Any = Field(default=None, exclude=True)
+    timestamp: Any = Field(default=None, exclude=True)
+    epoch_us: Any = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _binary_data(self) -> EventIn:
+        """Non-JSON content types carry bytes: msgpack ``bin`` as is, JSON as base64 text."""
+        if is_json_content_type(self.data_content_type) or self.data is None:
+            return self
+        if isinstance(self.data, bytes):
+            return self
+        if isinstance(self.data, str):
+            try:
+                self.data = base64.b64decode(self.data, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(
+                    f"data must be base64 text (or msgpack bin) for content type {self.data_content_type!r}"
+                ) from None
+            return self
+        raise ValueError(f"data must be bytes for content type {self.data_content_type!r}")
+
+
+class RecordedEvent(BaseModel):
+    """An event as stored and read back (SPEC.md §3)."""
+
+    event_id: str
+    event_type: str
+    stream_id: str
+    version: int = Field(description="0-based position in its stream")
+    data: Any
+    metadata: dict[str, Any]
+    tags: list[str] | None = None
+    timestamp: int = Field(description="ms since epoch (server time of the append)")
+    epoch_us: int = Field(description="µs since epoch; all events of one append share it")
+    position: int = Field(description="global order in the store; events of one append share it")
+    data_content_type: str = "application/json"
+    metadata_content_type: str = "application/json"
+
+
+class AppendRequest(Request):
+    stream_id: StreamId
+    expected_version: int = Field(
+        default=ANY_VERSION,
+        description="-1 no stream, -2 any (default), -4 stream exists, N>=0 exact version",
+    )
+    events: list[EventIn] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _expected(self) -> AppendRequest:
+        if self.expected_version < 0 and self.expected_version not in (NO_STREAM, ANY_VERSION, STREAM_EXISTS):
+            raise ValueError("expected_version must be -1, -2, -4 or >= 0")
+        return self
+
+
+class AppendResponse(BaseModel):
+    version: int = Field(description="version of the last appended event")
+    position: int = Field(description="position of the append in the store")
+    count: int
+
+
+class ReadRequest(Request):
+    stream_id: StreamId
+    start_version: int = Field(default=0, ge=-1)
+    count: int = Field(default=100, ge=0, le=MAX_READ_COUNT)
+    direction: Direction = "forward"
+
+
+class ForwardRequest(Request):
+    stream_id: StreamId
+    start_version: int = Field(default=0, ge=0)
+    count: int = Field(default=100, ge=0, le=MAX_READ_COUNT)
+
+
+class BackwardRequest(Request):
+    stream_id: StreamId
+    start_version: int = Field(default=-1, ge=-1, description="-1 = from the last event")
+    count: int = Field(default=100, ge=0, le=MAX_READ_COUNT)
+
+
+class EventsResponse(BaseModel):
+    events: list[RecordedEvent]
+
+
+class VersionRequest(Request):
+    stream_id: StreamId
+
+
+class VersionResponse(BaseModel):
+    version: int
+
+
+class ExistsRequest(Request):
+    stream_id: StreamId
+
+
+class ExistsResponse(BaseModel):
+    exists: bool
+
+
+class ListRequest(Request):
+    cursor: str | None = Field(default=None, description="the `next` of the previous page")
+    limit: int = Field(default=1000, ge=1, le=MAX_READ_COUNT)
+
+
+class ListResponse(BaseModel):
+    streams: list[str]
+    next: str | None = Field(description="cursor of the next page; null on the last page")
+
+
+class DeleteRequest(Request):
+    stream_id: StreamId
+
+
+class ReadUntilRequest(Request):
+    stream_id: StreamId
+    timestamp: int = Field(description="epoch_us, inclusive")
+    direction: Direction = "forward"
+    limit: int = Field(default=1000, ge=0, le=MAX_READ_COUNT)
+
+
+class ReadRangeRequest(Request):
+    stream_id: StreamId
+    from_ts: int = Field(description="epoch_us, inclusive")
+    to_ts: int = Field(description="epoch_us, inclusive")
+    direction: Direction = "forward"
+    limit: int = Field(default=1000, ge=0, le=MAX_READ_COUNT)
+
+
+class VersionAtRequest(Request):
+    stream_id: StreamId
+    timestamp: int = Field(description="epoch_us, inclusive")
+
+
+class CreateStoreRequest(Request):
+    replicas: int = Field(default=1, ge=1, le=5)
+    storage: Literal["file", "memory"] = "file"
+    max_age_s: float = Field(default=0, ge=0)
+    max_bytes: int = Field(default=-1, ge=-1)
+    duplicate_window_s: float = Field(default=120, gt=0, le=86400)
+    description: str = Field(default="", max_length=1024)
+
+
+class StoreInfoRequest(Request):
+    pass
+
+
+class StoreInfoResponse(BaseModel):
+    store: str
+    replicas: int
+    storage: Literal["file", "memory"]
+    max_age_s: float
+    max_bytes: int
+    duplicate_window_s: float
+    events: int = Field(description="number of stored appends (JetStream messages) in the log")
+    streams: int
+    created: bool = Field(default=False, description="true when this request created the store")

@@ -1,0 +1,103 @@
+"""Run services: connect to NATS, register each service, wait for a signal, drain.
+
+``run_services`` is what ``gater up`` and ``gater serve`` call. Each service package has a
+``service.build(nc, settings)`` returning its ServiceSpec and the resources to stop on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+
+from shared.endpoint import RunningService, start_service
+from shared.settings import Settings
+from shared.subjects import Subjects
+from shared.telemetry import setup_telemetry
+
+__all__ = ["SERVICES", "connect", "main_for", "run_services", "start_services"]
+
+log = logging.getLogger("esdb.runner")
+
+SERVICES: dict[str, str] = {
+    "stream": "services.stream.service",
+}
+
+
+async def connect(url: str, name: str) -> Client:
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    return await nats.connect(
+        servers=servers,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.25,
+        pending_size=64 * 1024 * 1024,
+    )
+
+
+class Running:
+    """Services started on one connection; ``stop()`` drains them and closes the connection."""
+
+    def __init__(self, nc: Client, services: list[RunningService], resources: list[Any]) -> None:
+        self.nc = nc
+        self.services = services
+        self.resources = resources
+
+    async def stop(self) -> None:
+        for svc in self.services:
+            await svc.stop()
+        for res in self.resources:
+            await res.stop()
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+
+async def start_services(names: Sequence[str], settings: Settings, nc: Client | None = None) -> Running:
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown:
+        raise SystemExit(f"unknown service(s): {', '.join(unknown)}; choose from {', '.join(SERVICES)}")
+    if nc is None:
+        nc = await connect(settings.nats_url, f"esdb-gater[{','.join(names)}]")
+    subjects = Subjects(settings.subject_prefix)
+    running: list[RunningService] = []
+    resources: list[Any] = []
+    for name in names:
+        module = importlib.import_module(SERVICES[name])
+        build: Callable[[Client, Settings], Awaitable[tuple[Any, list[Any]]]] = module.build
+        spec, res = await build(nc, settings)
+        resources.extend(res)
+        running.append(await start_service(nc, spec, subjects, settings.max_in_flight))
+        log.info("service %s started (%s)", spec.name, spec.version)
+    await nc.flush()
+    return Running(nc, running, resources)
+
+
+async def run_services(names: Sequence[str], settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then stop taking requests, finish those in flight, drain."""
+    setup_telemetry("esdb-gater")
+    running = await start_services(names, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if on_ready:
+        on_ready()
+    await stop.wait()
+    log.info("stopping: draining in-flight requests")
+    await running.stop()
+
+
+def main_for(name: str) -> None:
+    """``python -m services.<name>``: run one service with settings from the environment."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        asyncio.run(run_services([name], Settings()))
+    except KeyboardInterrupt:
+        sys.exit(0)
