@@ -1,8 +1,8 @@
 """The ``gater`` command.
 
-    gater up [--data-dir DIR] [--port N] [--nats URL]   everything on an embedded nats-server
-    gater serve SERVICE... [--nats URL]                 chosen services against a given NATS
-    gater bench [--quick] ...                           the benchmark (see bench/)
+gater up [--data-dir DIR] [--port N] [--nats URL]   everything on an embedded nats-server
+gater serve SERVICE... [--nats URL]                 chosen services against a given NATS
+gater bench [--quick] ...                           the benchmark (see bench/)
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _up(args: argparse.Namespace) -> int:
 
     def ready() -> None:
         print(f"esdb-gater is up: services {', '.join(SERVICES)} on {url}", flush=True)
-        print(f"  try: nats req {settings.subject_prefix}.api.demo.stream.version '{{\"stream_id\":\"x\"}}'", flush=True)
+        print(f'  try: nats req {settings.subject_prefix}.api.demo.stream.version \'{{"stream_id":"x"}}\'', flush=True)
         print("  Ctrl-C stops everything", flush=True)
 
     try:
@@ -88,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("nats").setLevel(logging.WARNING)
     if args.cmd == "bench":
-        from bench.__main__ import main as bench_main
+        import importlib
 
-        return bench_main(rest)
+        bench_main = importlib.import_module("bench.__main__").main
+        return int(bench_main(rest))
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     return int(args.func(args))

@@ -14,11 +14,11 @@ from __future__ import annotations
 import base64
 from typing import Any, Literal
 
-import nats
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+import nats
 from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
 from shared.errors import ERROR_CODE_HEADER, GatewayTimeoutError, UnavailableError, error_from_envelope
 from shared.models.stream import AppendResponse, RecordedEvent, StoreInfoResponse, is_json_content_type
@@ -74,7 +74,9 @@ class GaterClient:
         except NoRespondersError:
             raise UnavailableError(f"no service answers {subject}", details={"subject": subject}) from None
         except NatsTimeoutError:
-            raise GatewayTimeoutError(f"no reply on {subject} in {self.timeout}s", details={"subject": subject}) from None
+            raise GatewayTimeoutError(
+                f"no reply on {subject} in {self.timeout}s", details={"subject": subject}
+            ) from None
         codec = MSGPACK if (msg.headers or {}).get(CONTENT_TYPE_HEADER) == MSGPACK.content_type else JSON
         reply = codec.decode(msg.data)
         if msg.headers and ERROR_CODE_HEADER in msg.headers:
@@ -120,11 +122,15 @@ class GaterClient:
         return self._events(reply)
 
     async def stream_forward(self, store: str, stream_id: str, start_version: int, count: int) -> list[RecordedEvent]:
-        reply = await self._stream(store, "forward", {"stream_id": stream_id, "start_version": start_version, "count": count})
+        reply = await self._stream(
+            store, "forward", {"stream_id": stream_id, "start_version": start_version, "count": count}
+        )
         return self._events(reply)
 
     async def stream_backward(self, store: str, stream_id: str, start_version: int, count: int) -> list[RecordedEvent]:
-        reply = await self._stream(store, "backward", {"stream_id": stream_id, "start_version": start_version, "count": count})
+        reply = await self._stream(
+            store, "backward", {"stream_id": stream_id, "start_version": start_version, "count": count}
+        )
         return self._events(reply)
 
     async def get_version(self, store: str, stream_id: str) -> int:
@@ -143,7 +149,9 @@ class GaterClient:
             if cursor is None:
                 return out
 
-    async def list_streams(self, store: str, *, cursor: str | None = None, limit: int = 1000) -> tuple[list[str], str | None]:
+    async def list_streams(
+        self, store: str, *, cursor: str | None = None, limit: int = 1000
+    ) -> tuple[list[str], str | None]:
         """One page of stream ids and the cursor of the next page (None on the last)."""
         body: dict[str, Any] = {"limit": limit}
         if cursor is not None:
@@ -182,7 +190,9 @@ class GaterClient:
         return self._events(reply)
 
     async def version_at(self, store: str, stream_id: str, timestamp: int) -> int:
-        return int((await self._stream(store, "version_at", {"stream_id": stream_id, "timestamp": timestamp}))["version"])
+        return int(
+            (await self._stream(store, "version_at", {"stream_id": stream_id, "timestamp": timestamp}))["version"]
+        )
 
     # --- stores -----------------------------------------------------------------------------
     async def create_store(self, store: str, **config: Any) -> StoreInfoResponse:

@@ -74,7 +74,7 @@ class ServiceSpec(Generic[CtxT]):
     version: str
     description: str
     ops: list[Op[CtxT]]
-    make_ctx: Callable[[str], CtxT] = field(repr=False, default=lambda store: store)  # type: ignore[assignment,return-value]
+    make_ctx: Callable[[str], CtxT] = field(repr=False)
 
 
 @dataclass
@@ -103,7 +103,10 @@ def _reply_headers(codec: Codec) -> dict[str, str] | None:
 
 
 async def _send_error(msg: Msg, codec: Codec, err: GatewayError) -> None:
-    headers = {ERROR_HEADER: err.message.replace("\r", " ").replace("\n", " ")[:200], ERROR_CODE_HEADER: str(err.status)}
+    headers = {
+        ERROR_HEADER: err.message.replace("\r", " ").replace("\n", " ")[:200],
+        ERROR_CODE_HEADER: str(err.status),
+    }
     if codec is MSGPACK:
         headers[CONTENT_TYPE_HEADER] = MSGPACK.content_type
     await msg._client.publish(msg.reply, codec.encode(err.to_envelope()), headers=headers)
@@ -120,12 +123,18 @@ def _record(endpoint: Endpoint | None, elapsed_ns: int, err: GatewayError | None
         endpoint._average_processing_time = int(endpoint._processing_time / endpoint._num_requests)
     if err is not None:
         endpoint._num_errors += 1
-        endpoint._last_error = f"{err.status}:{err.code.value}"
+        endpoint._last_error = f"{err.status}:{err.code.value}"  # type: ignore[assignment]
 
 
 class _Dispatcher(Generic[CtxT]):
-    def __init__(self, spec: ServiceSpec[CtxT], op: Op[CtxT], subjects: Subjects, sem: asyncio.Semaphore,
-                 tasks: set[asyncio.Task[None]]) -> None:
+    def __init__(
+        self,
+        spec: ServiceSpec[CtxT],
+        op: Op[CtxT],
+        subjects: Subjects,
+        sem: asyncio.Semaphore,
+        tasks: set[asyncio.Task[None]],
+    ) -> None:
         self.spec = spec
         self.op = op
         self.subjects = subjects
@@ -193,7 +202,9 @@ class _Dispatcher(Generic[CtxT]):
                 log.exception("unhandled error in %s", self.span_name)
                 span.record_exception(exc)
                 trace_id = span.get_span_context().trace_id
-                err = InternalError("internal error", details={"trace_id": format(trace_id, "032x")} if trace_id else {})
+                err = InternalError(
+                    "internal error", details={"trace_id": format(trace_id, "032x")} if trace_id else {}
+                )
             if err is not None:
                 span.set_attribute("esdb.error.code", err.code.value)
                 try:
@@ -226,9 +237,7 @@ async def start_service(
     sem = asyncio.Semaphore(max_in_flight)
     for op in spec.ops:
         token = op.token or spec.token
-        subject = (
-            subjects.api("_", token, op.name) if op.scope == "global" else subjects.api_endpoint(token, op.name)
-        )
+        subject = subjects.api("_", token, op.name) if op.scope == "global" else subjects.api_endpoint(token, op.name)
         dispatcher = _Dispatcher(spec, op, subjects, sem, tasks)
         await svc.add_endpoint(
             name=op.name if token == spec.token else f"{token}_{op.name}",

@@ -135,9 +135,7 @@ class Log:
         try:
             return await self.nc.request(subject, payload, timeout=self.timeout, headers=headers)
         except NoRespondersError:
-            raise UnavailableError(
-                "JetStream did not answer (no responders)", details={"subject": subject}
-            ) from None
+            raise UnavailableError("JetStream did not answer (no responders)", details={"subject": subject}) from None
         except NatsTimeoutError:
             raise GatewayTimeoutError("JetStream did not answer in time", details={"subject": subject}) from None
 
@@ -200,9 +198,7 @@ class Log:
                 try:
                     msg = await asyncio.wait_for(q.get(), remaining)
                 except TimeoutError:
-                    raise GatewayTimeoutError(
-                        "JetStream direct get timed out", details={"stream": stream}
-                    ) from None
+                    raise GatewayTimeoutError("JetStream direct get timed out", details={"stream": stream}) from None
                 hdrs = msg.headers or {}
                 status = hdrs.get(H_STATUS)
                 if status is None:

@@ -36,15 +36,11 @@ class StoreConfig(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="ESDB_GATER_", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="ESDB_GATER_", env_nested_delimiter="__", extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
     subject_prefix: str = "esdb"
-    auto_create_stores: bool = Field(
-        default=False, description="create a store on first use (gater up turns this on)"
-    )
+    auto_create_stores: bool = Field(default=False, description="create a store on first use (gater up turns this on)")
     stores: dict[str, StoreConfig] = Field(default_factory=dict, description="created at start-up")
     default_store: StoreConfig = Field(default_factory=StoreConfig)
     max_events_per_append: int = Field(default=1000, ge=1, le=10000)

@@ -84,9 +84,7 @@ async def read_until(req: ReadUntilRequest, ctx: StreamCtx) -> EventsResponse:
 
 
 async def read_range(req: ReadRangeRequest, ctx: StreamCtx) -> EventsResponse:
-    rows = await ctx.events.read_time_range(
-        ctx.store, req.stream_id, req.from_ts, req.to_ts, req.direction, req.limit
-    )
+    rows = await ctx.events.read_time_range(ctx.store, req.stream_id, req.from_ts, req.to_ts, req.direction, req.limit)
     return _events(rows)
 
 
@@ -96,7 +94,7 @@ async def version_at(req: VersionAtRequest, ctx: StreamCtx) -> VersionResponse:
 
 async def store_create(req: CreateStoreRequest, ctx: StreamCtx) -> StoreInfoResponse:
     cfg = StoreConfig(**req.model_dump())
-    info, created = await ctx.events.create_store(ctx.store, cfg)
+    _, created = await ctx.events.create_store(ctx.store, cfg)
     return await _store_info(ctx, created)
 
 

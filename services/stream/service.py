@@ -5,8 +5,8 @@ from __future__ import annotations
 from services.stream import handlers as h
 from services.stream.store import EventStore
 from shared.endpoint import Op, ServiceSpec
-from shared.models.common import OkResponse
 from shared.models import stream as m
+from shared.models.common import OkResponse
 
 VERSION = "0.1.0"
 

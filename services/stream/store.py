@@ -197,6 +197,7 @@ class EventStore:
             info, _ = await self.create_store(store, self.settings.stores.get(store, self.settings.default_store))
             return info
         info = StoreInfo(store, _config_of(si["config"]))
+        await self._create_index(store, info.config)
         self._stores[store] = info
         return info
 
@@ -232,8 +233,29 @@ class EventStore:
             # state.messages > 0 tells an old stream apart.
             created = si.get("state", {}).get("messages", 0) == 0
         info = StoreInfo(store, _config_of(si["config"]))
+        await self._create_index(store, info.config)
         self._stores[store] = info
         return info, created
+
+    async def _create_index(self, store: str, cfg: StoreConfig) -> None:
+        """The store's index stream: one subject per key, last value wins."""
+        name = self.subjects.index_stream(store)
+        body = {
+            "name": name,
+            "description": f"esdb-gater indexes of store {store}",
+            "subjects": [f"{self.subjects.index_root(store)}.>"],
+            "storage": cfg.storage,
+            "num_replicas": cfg.replicas,
+            "max_msgs_per_subject": 1,
+            "discard": "old",
+            "allow_direct": True,
+            "metadata": {"esdb_gater_store": store},
+        }
+        try:
+            await self.log.api(f"$JS.API.STREAM.CREATE.{name}", body)
+        except JetStreamApiError as exc:
+            if exc.err_code != 10058:
+                raise
 
     async def store_stats(self, store: str) -> tuple[StoreInfo, int, int]:
         info = await self.store(store)
@@ -312,6 +334,13 @@ class EventStore:
             # with the original sequence instead of storing it twice.
             digest = hashlib.sha256("\x00".join([store, stream_id, *ids]).encode()).hexdigest()[:40]
             headers[H_MSG_ID] = digest
+        # ANY / STREAM_EXISTS appends never conflict, so a late resend (after the duplicate
+        # window) is recognised through the event-id index instead.
+        index_ids = client_ids and expected in (ANY_VERSION, STREAM_EXISTS)
+        if index_ids:
+            earlier = await self._indexed_append(store, stream_id, ids)
+            if earlier is not None:
+                return earlier
         async with self._stream_lock(key):
             head = await self.head(store, stream_id, cached=True)
             from_cache = True
@@ -322,6 +351,11 @@ class EventStore:
                         head = await self.head(store, stream_id)
                         from_cache = False
                         continue
+                    if client_ids and expected >= NO_STREAM and current > expected:
+                        # A resend of an append that already happened (its reply was lost)?
+                        same = await self._same_append_at(store, stream_id, max(expected + 1, 0), ids)
+                        if same is not None:
+                            return same
                     raise WrongExpectedVersionError(
                         f"expected version {expected}, stream {stream_id!r} is at {current}",
                         details={"expected": expected, "actual": current, "stream_id": stream_id},
@@ -348,11 +382,54 @@ class EventStore:
                     if original is None:
                         raise UnavailableError("duplicate append's original is not readable yet")
                     c = _commit_of(original)
-                    return AppendResult(c.last, c.seq, c.count)
-                commit = Commit(ack.seq, first, len(events), 0)
-                self._remember(key, commit)
-                return AppendResult(commit.last, commit.seq, commit.count)
+                    result = AppendResult(c.last, c.seq, c.count)
+                else:
+                    commit = Commit(ack.seq, first, len(events), 0)
+                    self._remember(key, commit)
+                    result = AppendResult(commit.last, commit.seq, commit.count)
+                if index_ids:
+                    await self._index_append(store, stream_id, ids[0], result.position)
+                return result
             raise UnavailableError("too much contention on the stream; try again", details={"stream_id": stream_id})
+
+    # --- idempotency ------------------------------------------------------------------------
+    async def _same_append_at(self, store: str, stream_id: str, version: int, ids: list[str]) -> AppendResult | None:
+        """The stored append holding ``version``, if it has exactly these event ids."""
+        head_sm = await self._head_msg(store, stream_id)
+        if head_sm is None:
+            return None
+        sm = await self._seek(store, stream_id, version, head_sm)
+        return self._if_same(sm, stream_id, ids)
+
+    @staticmethod
+    def _if_same(sm: StoredMsg, stream_id: str, ids: list[str]) -> AppendResult | None:
+        stored = [row["i"] for row in msgpack.unpackb(sm.data, raw=False)]
+        if stored != ids:
+            return None
+        c = _commit_of(sm)
+        return AppendResult(c.last, c.seq, c.count)
+
+    async def _indexed_append(self, store: str, stream_id: str, ids: list[str]) -> AppendResult | None:
+        """An earlier append of these event ids, found through the event-id index."""
+        entry = await self.log.direct_get(
+            self.subjects.index_stream(store), {"last_by_subj": self.subjects.index_event_id(store, ids[0])}
+        )
+        if entry is None:
+            return None
+        row = msgpack.unpackb(entry.data, raw=False)
+        sm = await self.log.direct_get(self.subjects.log_stream(store), {"seq": int(row["q"])})
+        if sm is None or sm.subject != self.subjects.log_subject(store, stream_id):
+            return None  # deleted since, or the id was used in another stream: not a resend
+        return self._if_same(sm, stream_id, ids)
+
+    async def _index_append(self, store: str, stream_id: str, first_id: str, seq: int) -> None:
+        body = msgpack.packb({"s": stream_id, "q": seq})
+        subject = self.subjects.index_event_id(store, first_id)
+        try:
+            await self.log.publish(subject, body, {})
+        except UnavailableError:  # a store made before the index existed: add it, then retry
+            await self._create_index(store, (await self.store(store)).config)
+            await self.log.publish(subject, body, {})
 
     # --- reads ------------------------------------------------------------------------------
     async def _probe(self, name: str, subject: str, seq: int) -> StoredMsg | None:
@@ -412,7 +489,9 @@ class EventStore:
         )
         return msgs
 
-    async def read_versions(self, store: str, stream_id: str, lo: int, hi: int | None, limit: int) -> list[dict[str, Any]]:
+    async def read_versions(
+        self, store: str, stream_id: str, lo: int, hi: int | None, limit: int
+    ) -> list[dict[str, Any]]:
         """Events with lo <= version <= hi (hi None = to the end), ascending, at most ``limit``.
         Raises stream_not_found when the stream has no events."""
         head_sm = await self._head_msg(store, stream_id)

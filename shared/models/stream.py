@@ -62,9 +62,7 @@ class EventIn(Request):
     sent back as is."""
 
     event_id: str | None = Field(default=None, min_length=1, max_length=256)
-    event_type: str = Field(
-        min_length=1, max_length=256, validation_alias=AliasChoices("event_type", "type")
-    )
+    event_type: str = Field(min_length=1, max_length=256, validation_alias=AliasChoices("event_type", "type"))
     data: Any = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] | None = None
