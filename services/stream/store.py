@@ -477,8 +477,9 @@ class EventStore:
                 hi, hi_lim = c, guess
         return hi
 
-    async def _batch(self, store: str, stream_id: str, from_seq: int, n: int) -> list[StoredMsg]:
-        msgs, _ = await self.log.direct_batch(
+    async def _batch(self, store: str, stream_id: str, from_seq: int, n: int) -> tuple[list[StoredMsg], int]:
+        """Up to ``n`` commits of the stream from ``from_seq`` on, and how many more there are."""
+        return await self.log.direct_batch(
             self.subjects.log_stream(store),
             {
                 "seq": from_seq,
@@ -487,13 +488,26 @@ class EventStore:
                 "max_bytes": 8 * 1024 * 1024,
             },
         )
-        return msgs
 
     async def read_versions(
         self, store: str, stream_id: str, lo: int, hi: int | None, limit: int
     ) -> list[dict[str, Any]]:
         """Events with lo <= version <= hi (hi None = to the end), ascending, at most ``limit``.
         Raises stream_not_found when the stream has no events."""
+        info = await self.store(store)
+        if lo <= 0 and info.config.replicas == 1:
+            # From the start on a single replica: one batched Direct Get, no head lookup (the
+            # only replica is the leader, so the batch sees every acknowledged append).
+            top = hi if hi is not None else (1 << 62)
+            wanted = min(limit, top + 1)
+            if wanted <= 0:
+                await self._require(store, stream_id)
+                return []
+            batch, pending = await self._batch(store, stream_id, 1, wanted)
+            if not batch:
+                await self._require(store, stream_id)
+                return []
+            return await self._collect(store, stream_id, batch, pending, 0, top, wanted, None)
         head_sm = await self._head_msg(store, stream_id)
         if head_sm is None:
             raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
@@ -502,30 +516,50 @@ class EventStore:
         top = head.last if hi is None else min(hi, head.last)
         if limit <= 0 or lo > top:
             return []
-        start = await self._seek(store, stream_id, lo, head_sm)
-        out: list[dict[str, Any]] = []
-        current = start
         wanted = min(limit, top - lo + 1)
+        start = await self._seek(store, stream_id, lo, head_sm)
+        return await self._collect(store, stream_id, [start], 1, lo, top, wanted, head.seq)
+
+    async def _require(self, store: str, stream_id: str) -> None:
+        if await self.head(store, stream_id) is None:
+            raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
+
+    async def _collect(
+        self,
+        store: str,
+        stream_id: str,
+        batch: list[StoredMsg],
+        pending: int,
+        lo: int,
+        top: int,
+        wanted: int,
+        head_seq: int | None,
+    ) -> list[dict[str, Any]]:
+        """Decode commits from ``batch`` on, fetching more until ``wanted`` events in [lo, top]
+        are collected or the stream ends (at ``head_seq`` when known, else when none are pending)."""
+        out: list[dict[str, Any]] = []
         empty_rounds = 0
         while True:
-            for ev in decode_commit(current, stream_id):
-                if lo <= ev["version"] <= top:
-                    out.append(ev)
-            if len(out) >= wanted or current.seq >= head.seq:
+            for sm in batch:
+                for ev in decode_commit(sm, stream_id):
+                    if lo <= ev["version"] <= top:
+                        out.append(ev)
+            last_seq = batch[-1].seq
+            if len(out) >= wanted or (head_seq is not None and last_seq >= head_seq):
                 break
-            batch = await self._batch(store, stream_id, current.seq + 1, wanted - len(out))
-            if not batch:
+            if head_seq is None and pending <= 0:
+                break
+            while True:
+                batch, pending = await self._batch(store, stream_id, last_seq + 1, wanted - len(out))
+                if batch or head_seq is None:
+                    break
                 # A follower answered before it caught up with the leader: wait for it.
                 empty_rounds += 1
                 if empty_rounds > 50:
                     raise UnavailableError("the stream's replicas are behind; try again")
                 await asyncio.sleep(0.01)
-                continue
-            for sm in batch[:-1]:
-                for ev in decode_commit(sm, stream_id):
-                    if lo <= ev["version"] <= top:
-                        out.append(ev)
-            current = batch[-1]
+            if not batch:
+                break
         return out[:wanted]
 
     async def read(self, store: str, stream_id: str, start: int, count: int, direction: str) -> list[dict[str, Any]]:
