@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["NatsServer", "find_nats_server"]
+__all__ = ["NatsCluster", "NatsServer", "find_nats_server", "free_port"]
 
 _LISTEN_RE = re.compile(rb"Listening for client connections on ([0-9.]+):(\d+)")
 _READY_RE = re.compile(rb"Server is ready")
@@ -113,6 +113,9 @@ class NatsServer:
             [find_nats_server(), "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # its own session: a terminal's Ctrl-C reaches `gater up`, which drains the services
+            # first and then stops the server, instead of the server dying under them
+            start_new_session=True,
         )
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
@@ -180,3 +183,64 @@ def wait_port_free(port: int, timeout: float = 5.0) -> None:
             if s.connect_ex(("127.0.0.1", port)) != 0:
                 return
         time.sleep(0.05)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class NatsCluster:
+    """``size`` nats-servers with JetStream, clustered over loopback routes (for R3 stores)."""
+
+    def __init__(self, size: int = 3, base_dir: str | Path | None = None, sync_always: bool = False) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if base_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="esdb-cluster-")
+            base_dir = self._tmp.name
+        route_ports = [free_port() for _ in range(size)]
+        self.nodes = [
+            NatsServer(
+                port=free_port(),
+                data_dir=Path(base_dir) / f"n{i + 1}",
+                name=f"n{i + 1}",
+                cluster={"name": "esdb", "port": route_ports[i], "route_ports": route_ports},
+                sync_always=sync_always,
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return ",".join(self.urls)
+
+    def start(self, timeout: float = 30.0) -> NatsCluster:
+        threads = [threading.Thread(target=n.start, kwargs={"timeout": timeout}) for n in self.nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if any(n.proc is None for n in self.nodes):
+            self.cleanup()
+            raise RuntimeError("a cluster node did not start")
+        return self
+
+    def cleanup(self) -> None:
+        for n in self.nodes:
+            n.cleanup()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
