@@ -14,11 +14,11 @@ from __future__ import annotations
 import base64
 from typing import Any, Literal
 
+import nats
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-import nats
 from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
 from shared.errors import ERROR_CODE_HEADER, GatewayTimeoutError, UnavailableError, error_from_envelope
 from shared.models.stream import AppendResponse, RecordedEvent, StoreInfoResponse, is_json_content_type

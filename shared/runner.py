@@ -14,9 +14,9 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import nats
 from nats.aio.client import Client
 
-import nats
 from shared.endpoint import RunningService, start_service
 from shared.settings import Settings
 from shared.subjects import Subjects

@@ -8,13 +8,17 @@ their own server are marked ``requires_own_server`` and skip there).
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-import nats
+import msgpack
 import pytest
 from nats.aio.client import Client
 
+import nats
 from shared.client import GaterClient
 from shared.natsserver import NatsServer
 from shared.runner import Running, start_services
@@ -85,6 +89,93 @@ def store() -> str:
 @pytest.fixture
 def stream_id() -> str:
     return f"s-{uuid.uuid4().hex[:8]}"
+
+
+# --- raw wire access (what a non-Python client sees) -------------------------------------------
+
+ERROR_STATUS = {
+    "invalid_request": 400,
+    "payload_too_large": 413,
+    "wrong_expected_version": 409,
+    "already_exists": 409,
+    "stream_not_found": 404,
+    "store_not_found": 404,
+    "not_found": 404,
+    "internal": 500,
+    "unavailable": 503,
+    "timeout": 504,
+}
+
+
+@dataclass
+class Reply:
+    """One raw reply: headers, the raw body and the body decoded by its Content-Type."""
+
+    headers: dict[str, str]
+    data: bytes
+    body: Any
+
+    @property
+    def is_error(self) -> bool:
+        return "Nats-Service-Error-Code" in self.headers
+
+    def ok(self) -> Any:
+        """The body of a success reply (fails the test on an error reply)."""
+        assert not self.is_error, f"unexpected error reply {self.headers} {self.body!r}"
+        return self.body
+
+    def error(self, code: str) -> dict[str, Any]:
+        """Check the ADR-32 headers and the envelope of an error reply; return its details."""
+        assert self.is_error, f"expected {code}, got a success reply {self.body!r}"
+        assert self.headers.get("Nats-Service-Error"), self.headers
+        status = self.headers["Nats-Service-Error-Code"]
+        assert status.isdigit(), status
+        assert isinstance(self.body, dict) and set(self.body) == {"error"}, self.body
+        err = self.body["error"]
+        assert set(err) == {"code", "message", "retryable", "details"}, err
+        assert err["code"] == code, err
+        assert isinstance(err["message"], str) and err["message"]
+        assert isinstance(err["retryable"], bool)
+        assert isinstance(err["details"], dict)
+        if code in ERROR_STATUS:
+            assert int(status) == ERROR_STATUS[code], (status, err)
+        assert "Traceback" not in err["message"] and "Traceback" not in json.dumps(err["details"], default=str)
+        return err["details"]  # type: ignore[no-any-return]
+
+
+class Wire:
+    """Requests as bytes on subjects, JSON or msgpack, without GaterClient in between."""
+
+    def __init__(self, nc: Client, prefix: str = "esdb") -> None:
+        self.nc = nc
+        self.prefix = prefix
+
+    async def raw(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None, wait: float = 5.0
+    ) -> Reply:
+        msg = await self.nc.request(subject, data, timeout=wait, headers=headers)
+        hdrs = dict(msg.headers or {})
+        if hdrs.get("Content-Type") == "application/msgpack":
+            body = msgpack.unpackb(msg.data, raw=False)
+        else:
+            body = json.loads(msg.data) if msg.data else None
+        return Reply(hdrs, msg.data, body)
+
+    async def call(
+        self, store: str, op: str, body: Any, *, service: str = "stream", codec: str = "json", wait: float = 5.0
+    ) -> Reply:
+        subject = f"{self.prefix}.api.{store}.{service}.{op}"
+        if codec == "msgpack":
+            return await self.raw(
+                subject, msgpack.packb(body, use_bin_type=True), {"Content-Type": "application/msgpack"}, wait
+            )
+        return await self.raw(subject, json.dumps(body).encode(), None, wait)
+
+
+@pytest.fixture
+async def wire(services: Running, nc: Client) -> Wire:
+    """Raw requests to the session's services."""
+    return Wire(nc)
 
 
 def run(coro):  # type: ignore[no-untyped-def]
