@@ -20,7 +20,7 @@ from typing import Any, Final
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import NoRespondersError
+from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from shared.errors import (
@@ -138,6 +138,10 @@ class Log:
             raise UnavailableError("JetStream did not answer (no responders)", details={"subject": subject}) from None
         except NatsTimeoutError:
             raise GatewayTimeoutError("JetStream did not answer in time", details={"subject": subject}) from None
+        except MaxPayloadError:
+            raise PayloadTooLargeError(
+                "the record is larger than the server's max_payload", details={"size": len(payload)}
+            ) from None
 
     async def api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """A ``$JS.API.*`` JSON call; raises on an error reply."""

@@ -78,7 +78,11 @@ class EventIn(Request):
     @model_validator(mode="after")
     def _binary_data(self) -> EventIn:
         """Non-JSON content types carry bytes: msgpack ``bin`` as is, JSON as base64 text."""
-        if is_json_content_type(self.data_content_type) or self.data is None:
+        if is_json_content_type(self.data_content_type):
+            if isinstance(self.data, bytes):
+                raise ValueError("binary data needs a non-JSON data_content_type, e.g. application/octet-stream")
+            return self
+        if self.data is None:
             return self
         if isinstance(self.data, bytes):
             return self
