@@ -8,7 +8,6 @@ gater bench [--quick] ...                           the benchmark (see bench/)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -16,7 +15,7 @@ import sys
 from pathlib import Path
 
 from shared.natsserver import NatsServer
-from shared.runner import SERVICES, run_services
+from shared.runner import SERVICES, run, run_services
 from shared.settings import Settings
 
 __all__ = ["main"]
@@ -46,7 +45,7 @@ def _up(args: argparse.Namespace) -> int:
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_services(list(SERVICES), settings, on_ready=ready))
+            run(run_services(list(SERVICES), settings, on_ready=ready))
     finally:
         if server is not None:
             server.stop()
@@ -58,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
     names = list(SERVICES) if args.services == ["all"] else args.services
     settings = _settings(args)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_services(names, settings))
+        run(run_services(names, settings))
     return 0
 
 

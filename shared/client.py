@@ -14,11 +14,11 @@ from __future__ import annotations
 import base64
 from typing import Any, Literal
 
-import nats
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from shared import jetstream
 from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
 from shared.errors import ERROR_CODE_HEADER, GatewayTimeoutError, UnavailableError, error_from_envelope
 from shared.models.stream import AppendResponse, RecordedEvent, StoreInfoResponse, is_json_content_type
@@ -47,7 +47,7 @@ class GaterClient:
 
     @classmethod
     async def connect(cls, url: str = "nats://127.0.0.1:4222", **kwargs: Any) -> GaterClient:
-        nc = await nats.connect(url)
+        nc = await jetstream.connect(url)
         client = cls(nc, **kwargs)
         client._owns_connection = True
         return client

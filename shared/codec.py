@@ -37,6 +37,10 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 class JsonCodec:
     content_type = "application/json"
 
@@ -47,8 +51,8 @@ class JsonCodec:
         if not data:
             return {}
         try:
-            return json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return json.loads(data, parse_constant=_reject_constant)
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, huge int literals
             raise InvalidRequestError(
                 "request body is not valid JSON", details={"field": "body", "reason": str(exc)}
             ) from None
@@ -68,7 +72,7 @@ class MsgpackCodec:
         if not data:
             return {}
         try:
-            return msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=len(data))
+            return msgpack.unpackb(data, raw=False, strict_map_key=True)
         except Exception as exc:  # msgpack raises many unrelated types for bad input
             raise InvalidRequestError(
                 "request body is not valid msgpack", details={"field": "body", "reason": str(exc)[:200]}

@@ -40,6 +40,7 @@ from shared.errors import (
     PayloadTooLargeError,
     StoreNotFoundError,
 )
+from shared.models.common import Response
 from shared.subjects import STORE_RE, Subjects
 from shared.telemetry import extract_context, instruments, tracer
 
@@ -188,7 +189,8 @@ class _Dispatcher(Generic[CtxT]):
                 except ValidationError as exc:
                     raise InvalidRequestError("invalid request", details=validation_details(exc)) from None
                 result = await self.op.handler(request, self.spec.make_ctx(store))
-                data = codec.encode(result.model_dump(mode="python"))
+                wire = result.to_wire() if isinstance(result, Response) else result.model_dump(mode="python")
+                data = codec.encode(wire)
                 try:
                     await msg._client.publish(msg.reply, data, headers=_reply_headers(codec))
                 except MaxPayloadError:

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -33,10 +34,12 @@ from shared.errors import (
 
 __all__ = [
     "JS_BATCH_LIMIT",
+    "FastClient",
     "JetStreamApiError",
     "Log",
     "PubAck",
     "StoredMsg",
+    "connect",
     "parse_ts_ns",
 ]
 
@@ -55,6 +58,41 @@ H_TS: Final = "Nats-Time-Stamp"
 H_NUM_PENDING: Final = "Nats-Num-Pending"
 H_LAST_SEQ: Final = "Nats-Last-Sequence"
 H_STATUS: Final = "Status"
+
+
+_HEADER_WS = re.compile(r"\s")
+
+
+class FastClient(Client):
+    """nats-py's client with a quicker header parser.
+
+    Every Direct Get reply carries six or more headers, and nats-py 2.16 checks each header name
+    for whitespace one character at a time through a generator; a read of 1000 events spent
+    ~15% of the service's time there. Same rules, one regex call per name."""
+
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in raw.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            try:
+                key = name.strip().decode("ascii")
+            except UnicodeDecodeError:
+                continue
+            if _HEADER_WS.search(key):
+                continue
+            out[key] = value.strip().decode("utf-8", "replace")
+        return out
+
+
+async def connect(url: str, **options: Any) -> FastClient:
+    """Connect a FastClient; ``url`` may list several servers separated by commas."""
+    nc = FastClient()
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    await nc.connect(servers=servers, **options)
+    return nc
 
 
 class JetStreamApiError(GatewayError):
@@ -82,14 +120,23 @@ class StoredMsg:
     data: bytes
 
 
+_minute_cache: dict[str, int] = {}
+
+
 def parse_ts_ns(value: str) -> int:
     """Nanoseconds since the epoch from JetStream's RFC 3339 timestamp (UTC, up to 9 digits)."""
-    # "2026-11-29T10:00:00.123456789Z" — datetime parses at most 6 digits, so split it.
-    base, _, frac = value.rstrip("Z").partition(".")
-    if "+" in frac:  # never produced by the server, but be tolerant
-        frac = frac.split("+", 1)[0]
-    seconds = int(datetime.fromisoformat(base).replace(tzinfo=UTC).timestamp())
-    return seconds * 1_000_000_000 + int((frac + "000000000")[:9] if frac else 0)
+    # "2026-11-29T10:00:00.123456789Z": datetime parses at most 6 digits, and is slow on a
+    # read's hot path, so the minute is parsed once and cached.
+    minute = value[:16]
+    base = _minute_cache.get(minute)
+    if base is None:
+        base = int(datetime.fromisoformat(minute + ":00").replace(tzinfo=UTC).timestamp())
+        if len(_minute_cache) > 1024:
+            _minute_cache.clear()
+        _minute_cache[minute] = base
+    secs = int(value[17:19])
+    frac = value[20:].rstrip("Z") if len(value) > 20 and value[19] == "." else ""
+    return (base + secs) * 1_000_000_000 + (int((frac + "000000000")[:9]) if frac else 0)
 
 
 def _raise_api_error(body: dict[str, Any]) -> None:
@@ -111,7 +158,7 @@ class Log:
         self.timeout = timeout
         self._inbox_prefix = ""
         self._sub: Subscription | None = None
-        self._pending: dict[str, asyncio.Queue[Msg]] = {}
+        self._pending: dict[str, tuple[list[Msg], asyncio.Future[Msg]]] = {}
         self._next = 0
 
     async def start(self) -> None:
@@ -126,9 +173,16 @@ class Log:
             self._sub = None
 
     async def _on_reply(self, msg: Msg) -> None:
-        q = self._pending.get(msg.subject)
-        if q is not None:
-            q.put_nowait(msg)
+        pending = self._pending.get(msg.subject)
+        if pending is None:
+            return
+        msgs, done = pending
+        hdrs = msg.headers
+        if hdrs is not None and H_STATUS in hdrs:
+            if not done.done():
+                done.set_result(msg)
+        else:
+            msgs.append(msg)
 
     # --- requests ---------------------------------------------------------------------------
     async def _request(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> Msg:
@@ -185,40 +239,31 @@ class Log:
         return self._stored(msg)
 
     async def direct_batch(self, stream: str, req: dict[str, Any]) -> tuple[list[StoredMsg], int]:
-        """A batched Direct Get (ADR-31); returns the messages and the server's pending count."""
+        """A batched Direct Get (ADR-31); returns the messages and the server's pending count.
+
+        Replies arrive on our inbox and are gathered by ``_on_reply`` until the status message
+        (204 end of batch, 404 nothing, or an error) resolves the future: one wake-up per batch."""
         self._next += 1
         reply = f"{self._inbox_prefix}.{self._next}"
-        q: asyncio.Queue[Msg] = asyncio.Queue()
-        self._pending[reply] = q
-        out: list[StoredMsg] = []
+        msgs: list[Msg] = []
+        done: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._pending[reply] = (msgs, done)
         try:
             await self.nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(req).encode(), reply=reply)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.timeout
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise GatewayTimeoutError("JetStream direct get timed out", details={"stream": stream})
-                try:
-                    msg = await asyncio.wait_for(q.get(), remaining)
-                except TimeoutError:
-                    raise GatewayTimeoutError("JetStream direct get timed out", details={"stream": stream}) from None
-                hdrs = msg.headers or {}
-                status = hdrs.get(H_STATUS)
-                if status is None:
-                    sm = self._stored(msg)
-                    if sm is not None:
-                        out.append(sm)
-                    continue
-                if status == "204":  # end of batch
-                    return out, int(hdrs.get(H_NUM_PENDING, "0"))
-                if status == "404":
-                    return out, 0
-                if status == "503":
-                    raise UnavailableError("JetStream did not answer (no responders)", details={"stream": stream})
-                raise JetStreamApiError(0, f"direct get failed: {status} {hdrs.get('Description', '')}")
+            try:
+                end = await asyncio.wait_for(done, self.timeout)
+            except TimeoutError:
+                raise GatewayTimeoutError("JetStream direct get timed out", details={"stream": stream}) from None
         finally:
             self._pending.pop(reply, None)
+        hdrs = end.headers or {}
+        status = hdrs.get(H_STATUS)
+        if status == "503":
+            raise UnavailableError("JetStream did not answer (no responders)", details={"stream": stream})
+        if status not in ("204", "404"):
+            raise JetStreamApiError(0, f"direct get failed: {status} {hdrs.get('Description', '')}")
+        out = [sm for sm in map(self._stored, msgs) if sm is not None]
+        return out, int(hdrs.get(H_NUM_PENDING, "0")) if status == "204" else 0
 
     async def leader_get(self, stream: str, req: dict[str, Any]) -> StoredMsg | None:
         """``STREAM.MSG.GET``: answered by the stream leader, so it sees every acknowledged write

@@ -11,18 +11,18 @@ import importlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 
+from shared import jetstream
 from shared.endpoint import RunningService, start_service
 from shared.settings import Settings
 from shared.subjects import Subjects
 from shared.telemetry import setup_telemetry
 
-__all__ = ["SERVICES", "connect", "main_for", "run_services", "start_services"]
+__all__ = ["SERVICES", "connect", "main_for", "run", "run_services", "start_services"]
 
 log = logging.getLogger("esdb.runner")
 
@@ -32,9 +32,8 @@ SERVICES: dict[str, str] = {
 
 
 async def connect(url: str, name: str) -> Client:
-    servers = [u.strip() for u in url.split(",") if u.strip()]
-    return await nats.connect(
-        servers=servers,
+    return await jetstream.connect(
+        url,
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.25,
@@ -94,10 +93,21 @@ async def run_services(names: Sequence[str], settings: Settings, on_ready: Calla
     await running.stop()
 
 
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run`` on uvloop when it is installed: the services spend most of their time in
+    the event loop (one request = several wake-ups), and uvloop makes each wake-up cheaper."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
 def main_for(name: str) -> None:
     """``python -m services.<name>``: run one service with settings from the environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        asyncio.run(run_services([name], Settings()))
+        run(run_services([name], Settings()))
     except KeyboardInterrupt:
         sys.exit(0)

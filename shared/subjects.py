@@ -27,8 +27,8 @@ __all__ = [
     "encode_token",
 ]
 
-STORE_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-PREFIX_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+STORE_RE: Final = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+PREFIX_RE: Final = re.compile(r"\A[A-Za-z0-9_-]{1,32}\Z")
 MAX_STREAM_ID_BYTES: Final = 256
 
 _SAFE: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")

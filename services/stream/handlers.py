@@ -22,7 +22,6 @@ from shared.models.stream import (
     ReadRangeRequest,
     ReadRequest,
     ReadUntilRequest,
-    RecordedEvent,
     StoreInfoRequest,
     StoreInfoResponse,
     VersionAtRequest,
@@ -39,8 +38,7 @@ class StreamCtx:
 
 
 def _events(rows: list[dict[str, Any]]) -> EventsResponse:
-    # The rows come from our own log and match RecordedEvent: skip re-validation on the hot path.
-    return EventsResponse.model_construct(events=[RecordedEvent.model_construct(**r) for r in rows])
+    return EventsResponse.from_rows(rows)
 
 
 async def append(req: AppendRequest, ctx: StreamCtx) -> AppendResponse:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from shared.subjects import MAX_STREAM_ID_BYTES
 
-__all__ = ["OkResponse", "Request", "StreamId"]
+__all__ = ["OkResponse", "Request", "Response", "StreamId"]
 
 
 class Request(BaseModel):
@@ -34,5 +34,13 @@ def _check_stream_id(value: str) -> str:
 StreamId = Annotated[str, AfterValidator(_check_stream_id)]
 
 
-class OkResponse(BaseModel):
+class Response(BaseModel):
+    """Base of reply models. ``to_wire`` is what the endpoint encodes; replies that carry many
+    records built from our own storage override it to skip a second model pass."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="python")
+
+
+class OkResponse(Response):
     ok: bool = True

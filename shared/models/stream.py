@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, model_validator
 
-from shared.models.common import Request, StreamId
+from shared.models.common import Request, Response, StreamId
 
 __all__ = [
     "ANY_VERSION",
@@ -154,8 +154,16 @@ class BackwardRequest(Request):
     count: int = Field(default=100, ge=0, le=MAX_READ_COUNT)
 
 
-class EventsResponse(BaseModel):
+class EventsResponse(Response):
     events: list[RecordedEvent]
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]]) -> EventsResponse:
+        """Wrap RecordedEvent-shaped dicts read from the log without validating them again."""
+        return cls.model_construct(events=rows)  # type: ignore[arg-type]  # dicts stand in for RecordedEvent
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"events": [e if isinstance(e, dict) else e.model_dump(mode="python") for e in self.events]}
 
 
 class VersionRequest(Request):
