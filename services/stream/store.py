@@ -220,18 +220,19 @@ class EventStore:
             "allow_direct": True,
             "metadata": {"esdb_gater_store": store, "esdb_gater_layout": "1"},
         }
-        created = True
+        created = False
         try:
-            si = await self.log.api(f"$JS.API.STREAM.CREATE.{name}", body)
-        except JetStreamApiError as exc:
-            if exc.err_code != 10058:  # stream name already in use (with another config)
-                raise
             si = await self.log.api(f"$JS.API.STREAM.INFO.{name}")
-            created = False
-        if si.get("created") and created:
-            # CREATE with an identical config answers success for an existing stream too;
-            # state.messages > 0 tells an old stream apart.
-            created = si.get("state", {}).get("messages", 0) == 0
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NOT_FOUND:
+                raise
+            try:
+                si = await self.log.api(f"$JS.API.STREAM.CREATE.{name}", body)
+                created = True
+            except JetStreamApiError as exc2:
+                if exc2.err_code != 10058:  # created meanwhile by another instance
+                    raise
+                si = await self.log.api(f"$JS.API.STREAM.INFO.{name}")
         info = StoreInfo(store, _config_of(si["config"]))
         await self._create_index(store, info.config)
         self._stores[store] = info
@@ -490,12 +491,13 @@ class EventStore:
         )
 
     async def read_versions(
-        self, store: str, stream_id: str, lo: int, hi: int | None, limit: int
+        self, store: str, stream_id: str, lo: int, hi: int | None, limit: int, head_sm: StoredMsg | None = None
     ) -> list[dict[str, Any]]:
         """Events with lo <= version <= hi (hi None = to the end), ascending, at most ``limit``.
-        Raises stream_not_found when the stream has no events."""
+        Raises stream_not_found when the stream has no events. ``head_sm``: the stream's last
+        commit, when the caller has just read it."""
         info = await self.store(store)
-        if lo <= 0 and info.config.replicas == 1:
+        if lo <= 0 and info.config.replicas == 1 and head_sm is None:
             # From the start on a single replica: one batched Direct Get, no head lookup (the
             # only replica is the leader, so the batch sees every acknowledged append).
             top = hi if hi is not None else (1 << 62)
@@ -508,7 +510,8 @@ class EventStore:
                 await self._require(store, stream_id)
                 return []
             return await self._collect(store, stream_id, batch, pending, 0, top, wanted, None)
-        head_sm = await self._head_msg(store, stream_id)
+        if head_sm is None:
+            head_sm = await self._head_msg(store, stream_id)
         if head_sm is None:
             raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
         head = _commit_of(head_sm)
@@ -570,13 +573,13 @@ class EventStore:
                     details={"field": "start_version", "reason": "negative"},
                 )
             return await self.read_versions(store, stream_id, start, start + count - 1, count)
+        head_sm = await self._head_msg(store, stream_id)
+        if head_sm is None:
+            raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
         if start == -1:
-            head = await self.head(store, stream_id)
-            if head is None:
-                raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
-            start = head.last
+            start = _commit_of(head_sm).last
         bottom = max(0, start - count + 1)
-        events = await self.read_versions(store, stream_id, bottom, start, count)
+        events = await self.read_versions(store, stream_id, bottom, start, count, head_sm)
         events.reverse()
         return events
 
