@@ -62,7 +62,15 @@ class JsonCodec:
             ) from None
 
 
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not supported")
+
+
 class MsgpackCodec:
+    """msgpack with ``bin`` for bytes. The timestamp extension (-1) decodes to an integer of
+    nanoseconds since the epoch, so every decoded value can also be answered in JSON; any other
+    extension type is an ``invalid_request``."""
+
     content_type = "application/msgpack"
 
     def encode(self, value: Any) -> bytes:
@@ -72,7 +80,7 @@ class MsgpackCodec:
         if not data:
             return {}
         try:
-            return msgpack.unpackb(data, raw=False, strict_map_key=True)
+            return msgpack.unpackb(data, raw=False, strict_map_key=True, timestamp=2, ext_hook=_reject_ext)
         except Exception as exc:  # msgpack raises many unrelated types for bad input
             raise InvalidRequestError(
                 "request body is not valid msgpack", details={"field": "body", "reason": str(exc)[:200]}

@@ -175,9 +175,10 @@ class _Dispatcher(Generic[CtxT]):
                             f"{self.span_name} is not store-scoped; use the store token '_'",
                             details={"store": store},
                         )
-                elif not STORE_RE.match(store):
+                elif store == "_" or not STORE_RE.match(store):
                     raise InvalidRequestError(
-                        "store id must match [A-Za-z0-9_-]{1,64}", details={"field": "store", "reason": "invalid"}
+                        "store id must match [A-Za-z0-9_-]{1,64} (and '_' is reserved for store-less ops)",
+                        details={"field": "store", "reason": "invalid"},
                     )
                 body = codec.decode(msg.data)
                 if not isinstance(body, dict):

@@ -48,7 +48,6 @@ ERR_WRONG_LAST_SEQUENCE: Final = 10071
 ERR_STREAM_NOT_FOUND: Final = 10059
 ERR_INFLIGHT_SAME_SUBJECT: Final = 10164
 ERR_MAX_PAYLOAD: Final = 10054
-ERR_MESSAGE_TOO_LARGE: Final = 10133
 
 JS_BATCH_LIMIT: Final = 1000  # messages per Direct Get batch request we ask for
 
@@ -145,7 +144,7 @@ def _raise_api_error(body: dict[str, Any]) -> None:
         return
     code = int(err.get("err_code", 0))
     desc = str(err.get("description", "jetstream error"))
-    if code in (ERR_MAX_PAYLOAD, ERR_MESSAGE_TOO_LARGE):
+    if code == ERR_MAX_PAYLOAD:
         raise PayloadTooLargeError("the append is larger than the store accepts", details={"reason": desc})
     raise JetStreamApiError(code, desc, int(err.get("code", 500)))
 

@@ -44,8 +44,7 @@ class Settings(BaseSettings):
     stores: dict[str, StoreConfig] = Field(default_factory=dict, description="created at start-up")
     default_store: StoreConfig = Field(default_factory=StoreConfig)
     max_events_per_append: int = Field(default=1000, ge=1, le=10000)
-    max_read_count: int = Field(default=10000, ge=1)
-    max_in_flight: int = Field(default=512, ge=1, description="concurrent requests per endpoint")
+    max_in_flight: int = Field(default=512, ge=1, description="concurrent requests per service instance")
     request_timeout_s: float = Field(default=5.0, gt=0)
     service_name_prefix: str = "esdb"
 

@@ -28,7 +28,6 @@ from shared.models.stream import (
     VersionRequest,
     VersionResponse,
 )
-from shared.settings import StoreConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +90,8 @@ async def version_at(req: VersionAtRequest, ctx: StreamCtx) -> VersionResponse:
 
 
 async def store_create(req: CreateStoreRequest, ctx: StreamCtx) -> StoreInfoResponse:
-    cfg = StoreConfig(**req.model_dump())
+    base = ctx.events.configured(ctx.store)
+    cfg = base.model_copy(update=req.model_dump(exclude_none=True))
     _, created = await ctx.events.create_store(ctx.store, cfg)
     return await _store_info(ctx, created)
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import random
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -60,8 +62,10 @@ H_COUNT: Final = "Esdb-Count"
 H_EXPECT_SUBJ_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
 H_MSG_ID: Final = "Nats-Msg-Id"
 JSON_CT: Final = "application/json"
-ANY_RETRIES: Final = 64  # ANY/STREAM_EXISTS appends retry a lost race inside the service
 HEAD_CACHE_SIZE: Final = 100_000
+# JetStream refusals of a store's config that the caller can fix: insufficient resources
+# (e.g. replicas > cluster size) and replicas > 1 on a single server
+ERR_STORE_REFUSED: Final = (10023, 10074)
 
 
 @dataclass(slots=True, frozen=True)
@@ -181,8 +185,13 @@ class EventStore:
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
     # --- stores -----------------------------------------------------------------------------
-    async def store(self, store: str) -> StoreInfo:
-        """The store's config; creates it on first use when ``auto_create_stores`` is set."""
+    def configured(self, store: str) -> StoreConfig:
+        """The configuration a new store gets: ``stores.<id>`` if set, else ``default_store``."""
+        return self.settings.stores.get(store, self.settings.default_store)
+
+    async def store(self, store: str, *, create: bool = True) -> StoreInfo:
+        """The store's config; creates it on first use when ``auto_create_stores`` is set
+        (and ``create`` is true: describing a store never creates it)."""
         info = self._stores.get(store)
         if info is not None:
             return info
@@ -192,9 +201,9 @@ class EventStore:
         except JetStreamApiError as exc:
             if exc.err_code != ERR_STREAM_NOT_FOUND:
                 raise
-            if not self.settings.auto_create_stores:
+            if not (create and self.settings.auto_create_stores):
                 raise StoreNotFoundError(f"store {store!r} does not exist", details={"store": store}) from None
-            info, _ = await self.create_store(store, self.settings.stores.get(store, self.settings.default_store))
+            info, _ = await self.create_store(store, self.configured(store))
             return info
         info = StoreInfo(store, _config_of(si["config"]))
         await self._create_index(store, info.config)
@@ -230,7 +239,12 @@ class EventStore:
                 si = await self.log.api(f"$JS.API.STREAM.CREATE.{name}", body)
                 created = True
             except JetStreamApiError as exc2:
-                if exc2.err_code != 10058:  # created meanwhile by another instance
+                if exc2.err_code != 10058:  # not "created meanwhile by another instance"
+                    if exc2.js_status < 500 or exc2.err_code in ERR_STORE_REFUSED:
+                        raise InvalidRequestError(
+                            f"JetStream refused the store: {exc2.description}",
+                            details={"field": "store", "reason": exc2.description, "err_code": exc2.err_code},
+                        ) from None
                     raise
                 si = await self.log.api(f"$JS.API.STREAM.INFO.{name}")
         info = StoreInfo(store, _config_of(si["config"]))
@@ -259,7 +273,7 @@ class EventStore:
                 raise
 
     async def store_stats(self, store: str) -> tuple[StoreInfo, int, int]:
-        info = await self.store(store)
+        info = await self.store(store, create=False)
         si = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.log_stream(store)}")
         state = si.get("state", {})
         return info, int(state.get("messages", 0)), int(state.get("num_subjects", 0))
@@ -333,7 +347,8 @@ class EventStore:
         if client_ids:
             # Same ids → same message id: JetStream answers a resend inside the duplicate window
             # with the original sequence instead of storing it twice.
-            digest = hashlib.sha256("\x00".join([store, stream_id, *ids]).encode()).hexdigest()[:40]
+            id_key = json.dumps([store, stream_id, ids], ensure_ascii=False)  # unambiguous, unlike a join
+            digest = hashlib.sha256(id_key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
             headers[H_MSG_ID] = digest
         # ANY / STREAM_EXISTS appends never conflict, so a late resend (after the duplicate
         # window) is recognised through the event-id index instead.
@@ -345,7 +360,10 @@ class EventStore:
         async with self._stream_lock(key):
             head = await self.head(store, stream_id, cached=True)
             from_cache = True
-            for _ in range(ANY_RETRIES):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.request_timeout_s * 0.8
+            losses = 0
+            while loop.time() < deadline:
                 current = head.last if head else -1
                 if not _matches(expected, current):
                     if from_cache:  # the cache may be stale: ask the server before saying no
@@ -368,10 +386,13 @@ class EventStore:
                     ack = await self.log.publish(subject, payload, headers)
                 except JetStreamApiError as exc:
                     if exc.err_code in (ERR_WRONG_LAST_SEQUENCE, ERR_INFLIGHT_SAME_SUBJECT):
-                        head = await self.head(store, stream_id)  # lost a race: look again
+                        # Lost a race with another instance. Its next append needs no head
+                        # lookup, ours does, so back off with jitter or we could lose every time.
+                        losses += 1
+                        if losses > 1 or exc.err_code == ERR_INFLIGHT_SAME_SUBJECT:
+                            await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * 2**losses)))
+                        head = await self.head(store, stream_id)
                         from_cache = False
-                        if exc.err_code == ERR_INFLIGHT_SAME_SUBJECT:
-                            await asyncio.sleep(0.002)
                         continue
                     raise
                 except UnavailableError:
@@ -380,8 +401,12 @@ class EventStore:
                     raise
                 if ack.duplicate:
                     original = await self.log.direct_get(self.subjects.log_stream(store), {"seq": ack.seq})
-                    if original is None:
-                        raise UnavailableError("duplicate append's original is not readable yet")
+                    if original is None or original.subject != subject:
+                        # The original was deleted with its stream: this is a new append now.
+                        # JetStream would keep answering "duplicate" for the rest of the window.
+                        headers[H_MSG_ID] = f"{headers[H_MSG_ID]}.{ack.seq}"
+                        head = await self.head(store, stream_id)
+                        continue
                     c = _commit_of(original)
                     result = AppendResult(c.last, c.seq, c.count)
                 else:

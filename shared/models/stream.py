@@ -9,7 +9,7 @@ import base64
 import binascii
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 
 from shared.models.common import Request, Response, StreamId
 
@@ -122,11 +122,12 @@ class AppendRequest(Request):
     )
     events: list[EventIn] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _expected(self) -> AppendRequest:
-        if self.expected_version < 0 and self.expected_version not in (NO_STREAM, ANY_VERSION, STREAM_EXISTS):
+    @field_validator("expected_version")
+    @classmethod
+    def _expected(cls, v: int) -> int:
+        if v < 0 and v not in (NO_STREAM, ANY_VERSION, STREAM_EXISTS):
             raise ValueError("expected_version must be -1, -2, -4 or >= 0")
-        return self
+        return v
 
 
 class AppendResponse(BaseModel):
@@ -217,12 +218,15 @@ class VersionAtRequest(Request):
 
 
 class CreateStoreRequest(Request):
-    replicas: int = Field(default=1, ge=1, le=5)
-    storage: Literal["file", "memory"] = "file"
-    max_age_s: float = Field(default=0, ge=0)
-    max_bytes: int = Field(default=-1, ge=-1)
-    duplicate_window_s: float = Field(default=120, gt=0, le=86400)
-    description: str = Field(default="", max_length=1024)
+    """Fields left out take the service's configured defaults (``stores.<id>``, else
+    ``default_store``)."""
+
+    replicas: int | None = Field(default=None, ge=1, le=5)
+    storage: Literal["file", "memory"] | None = None
+    max_age_s: float | None = Field(default=None, ge=0)
+    max_bytes: int | None = Field(default=None, ge=-1)
+    duplicate_window_s: float | None = Field(default=None, gt=0, le=86400)
+    description: str | None = Field(default=None, max_length=1024)
 
 
 class StoreInfoRequest(Request):
