@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
@@ -26,9 +27,16 @@ __all__ = ["SERVICES", "connect", "main_for", "run", "run_services", "start_serv
 
 log = logging.getLogger("esdb.runner")
 
-SERVICES: dict[str, str] = {
-    "stream": "services.stream.service",
-}
+def _discover() -> dict[str, str]:
+    """Every package under services/ with a ``service.py`` is a service (``build`` in it)."""
+    root = Path(__file__).resolve().parent.parent / "services"
+    names = sorted(p.parent.name for p in root.glob("*/service.py"))
+    # the stream service first: it owns the stores the others use
+    names.sort(key=lambda n: n != "stream")
+    return {name: f"services.{name}.service" for name in names}
+
+
+SERVICES: dict[str, str] = _discover()
 
 
 async def connect(url: str, name: str) -> Client:

@@ -40,6 +40,7 @@ from shared.errors import (
     UnavailableError,
     WrongExpectedVersionError,
 )
+from shared.eventlog import H_COUNT, H_VERSION, Commit, commit_of, decode_commit, encode_events
 from shared.jetstream import (
     ERR_INFLIGHT_SAME_SUBJECT,
     ERR_STREAM_NOT_FOUND,
@@ -57,29 +58,12 @@ __all__ = ["AppendResult", "Commit", "EventStore", "StoreInfo"]
 
 log = logging.getLogger(__name__)
 
-H_VERSION: Final = "Esdb-Version"
-H_COUNT: Final = "Esdb-Count"
 H_EXPECT_SUBJ_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
 H_MSG_ID: Final = "Nats-Msg-Id"
-JSON_CT: Final = "application/json"
 HEAD_CACHE_SIZE: Final = 100_000
 # JetStream refusals of a store's config that the caller can fix: insufficient resources
 # (e.g. replicas > cluster size) and replicas > 1 on a single server
 ERR_STORE_REFUSED: Final = (10023, 10074)
-
-
-@dataclass(slots=True, frozen=True)
-class Commit:
-    """One stored append: where it is and which versions it holds."""
-
-    seq: int
-    first: int
-    count: int
-    ts_ns: int
-
-    @property
-    def last(self) -> int:
-        return self.first + self.count - 1
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,54 +77,6 @@ class AppendResult:
 class StoreInfo:
     name: str
     config: StoreConfig
-
-
-def _commit_of(sm: StoredMsg) -> Commit:
-    return Commit(seq=sm.seq, first=int(sm.headers[H_VERSION]), count=int(sm.headers[H_COUNT]), ts_ns=sm.ts_ns)
-
-
-def _encode_events(events: list[EventIn], ids: list[str]) -> bytes:
-    rows = []
-    for ev, eid in zip(events, ids, strict=True):
-        row: dict[str, Any] = {"i": eid, "t": ev.event_type, "d": ev.data}
-        if ev.metadata:
-            row["m"] = ev.metadata
-        if ev.tags is not None:
-            row["g"] = ev.tags
-        if ev.data_content_type != JSON_CT:
-            row["c"] = ev.data_content_type
-        if ev.metadata_content_type != JSON_CT:
-            row["k"] = ev.metadata_content_type
-        rows.append(row)
-    return msgpack.packb(rows, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def decode_commit(sm: StoredMsg, stream_id: str) -> list[dict[str, Any]]:
-    """The events of a commit, as RecordedEvent dicts."""
-    first = int(sm.headers[H_VERSION])
-    epoch_us = sm.ts_ns // 1000
-    ts_ms = sm.ts_ns // 1_000_000
-    rows = msgpack.unpackb(sm.data, raw=False)
-    out = []
-    for i, row in enumerate(rows):
-        dct = row.get("c", JSON_CT)
-        out.append(
-            {
-                "event_id": row["i"],
-                "event_type": row["t"],
-                "stream_id": stream_id,
-                "version": first + i,
-                "data": row.get("d"),
-                "metadata": row.get("m", {}),
-                "tags": row.get("g"),
-                "timestamp": ts_ms,
-                "epoch_us": epoch_us,
-                "position": sm.seq,
-                "data_content_type": dct,
-                "metadata_content_type": row.get("k", JSON_CT),
-            }
-        )
-    return out
 
 
 _MAX_NS: Final = 9_000_000_000 * 1_000_000_000  # ~2255: Go's time.UnixNano overflows past 2262
@@ -324,7 +260,7 @@ class EventStore:
         if cached and key in self._heads:
             return self._heads[key]
         sm = await self._head_msg(store, stream_id)
-        commit = _commit_of(sm) if sm is not None else None
+        commit = commit_of(sm) if sm is not None else None
         self._remember(key, commit)
         return commit
 
@@ -342,7 +278,7 @@ class EventStore:
         ids = [ev.event_id or _uuid7() for ev in events]
         if len(set(ids)) != len(ids):
             raise InvalidRequestError("event ids must be unique within an append", details={"field": "events"})
-        payload = _encode_events(events, ids)
+        payload = encode_events(events, ids)
         headers = {H_COUNT: str(len(events))}
         if client_ids:
             # Same ids → same message id: JetStream answers a resend inside the duplicate window
@@ -407,7 +343,7 @@ class EventStore:
                         headers[H_MSG_ID] = f"{headers[H_MSG_ID]}.{ack.seq}"
                         head = await self.head(store, stream_id)
                         continue
-                    c = _commit_of(original)
+                    c = commit_of(original)
                     result = AppendResult(c.last, c.seq, c.count)
                 else:
                     commit = Commit(ack.seq, first, len(events), 0)
@@ -432,7 +368,7 @@ class EventStore:
         stored = [row["i"] for row in msgpack.unpackb(sm.data, raw=False)]
         if stored != ids:
             return None
-        c = _commit_of(sm)
+        c = commit_of(sm)
         return AppendResult(c.last, c.seq, c.count)
 
     async def _indexed_append(self, store: str, stream_id: str, ids: list[str]) -> AppendResult | None:
@@ -474,13 +410,13 @@ class EventStore:
         lo = await self._probe(name, subject, 1)
         if lo is None:
             return hi
-        lo_c = _commit_of(lo)
+        lo_c = commit_of(lo)
         if lo_c.last >= version:
             return lo
         hi_lim = hi.seq  # no commit of this stream in [hi_lim, hi.seq)
         step = 0
         while hi_lim - lo.seq > 1:
-            lo_last = _commit_of(lo).last
+            lo_last = commit_of(lo).last
             hi_first = int(hi.headers[H_VERSION])
             span = hi_lim - lo.seq - 1
             if step % 2 == 0 and hi_first > lo_last:
@@ -494,7 +430,7 @@ class EventStore:
             if c is None or c.seq >= hi.seq:
                 hi_lim = guess
                 continue
-            cc = _commit_of(c)
+            cc = commit_of(c)
             if cc.first <= version <= cc.last:
                 return c
             if cc.last < version:
@@ -539,7 +475,7 @@ class EventStore:
             head_sm = await self._head_msg(store, stream_id)
         if head_sm is None:
             raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
-        head = _commit_of(head_sm)
+        head = commit_of(head_sm)
         self._remember((store, stream_id), head)
         top = head.last if hi is None else min(hi, head.last)
         if limit <= 0 or lo > top:
@@ -602,7 +538,7 @@ class EventStore:
         if head_sm is None:
             raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
         if start == -1:
-            start = _commit_of(head_sm).last
+            start = commit_of(head_sm).last
         bottom = max(0, start - count + 1)
         events = await self.read_versions(store, stream_id, bottom, start, count, head_sm)
         events.reverse()
