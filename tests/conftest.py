@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import nats
 import pytest
 from nats.aio.client import Client
 
-import nats
 from shared.client import GaterClient
 from shared.natsserver import NatsServer
-from shared.runner import Running, start_services
+from shared.runner import SERVICES, Running, start_services
 from shared.settings import Settings
 
 
@@ -54,7 +54,7 @@ def nats_url(nats_server: NatsServer | str) -> str:
 @pytest.fixture(scope="session")
 async def services(nats_url: str) -> AsyncIterator[Running]:
     """Every service, once per session, with stores created on first use."""
-    running = await start_services(["stream"], Settings(nats_url=nats_url, auto_create_stores=True))
+    running = await start_services(list(SERVICES), Settings(nats_url=nats_url, auto_create_stores=True))
     try:
         yield running
     finally:
@@ -150,9 +150,7 @@ class Wire:
         self.nc = nc
         self.prefix = prefix
 
-    async def raw(
-        self, subject: str, data: bytes, headers: dict[str, str] | None = None, wait: float = 5.0
-    ) -> Reply:
+    async def raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None, wait: float = 5.0) -> Reply:
         msg = await self.nc.request(subject, data, timeout=wait, headers=headers)
         hdrs = dict(msg.headers or {})
         if hdrs.get("Content-Type") == "application/msgpack":

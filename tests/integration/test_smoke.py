@@ -1,6 +1,7 @@
+import pytest
+
 from shared.client import GaterClient
 from shared.errors import WrongExpectedVersionError
-import pytest
 
 
 async def test_append_and_read_round_trip(client: GaterClient, store: str, stream_id: str) -> None:
