@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     max_events_per_append: int = Field(default=1000, ge=1, le=10000)
     max_in_flight: int = Field(default=512, ge=1, description="concurrent requests per service instance")
     request_timeout_s: float = Field(default=5.0, gt=0)
+    lease_ttl_s: float = Field(
+        default=5.0, ge=0.5, le=300, description="how long a dead instance's deliveries wait to be taken over"
+    )
     service_name_prefix: str = "esdb"
 
     @field_validator("subject_prefix")

@@ -15,6 +15,7 @@ name another stream's subject, and ids like ``orders-42`` stay readable in ``nat
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Final
 
@@ -25,6 +26,7 @@ __all__ = [
     "Subjects",
     "decode_token",
     "encode_token",
+    "kv_token",
 ]
 
 STORE_RE: Final = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
@@ -40,6 +42,13 @@ def encode_token(value: str) -> str:
     if value.isascii() and all(c.isalnum() or c in "_-" for c in value):
         return value
     return "".join(_ESCAPE[b] for b in value.encode("utf-8"))
+
+
+def kv_token(value: str) -> str:
+    """One KV key token for an arbitrary UTF-8 string: ``encode_token`` with ``=`` in place of
+    ``%`` (KV keys allow ``[-/_=.A-Za-z0-9]``, not ``%``). ``encode_token`` never emits ``=``, so
+    this stays injective, and the token never holds the ``.`` that separates key tokens."""
+    return encode_token(value).replace("%", "=")
 
 
 def decode_token(token: str) -> str:
@@ -108,3 +117,60 @@ class Subjects:
 
     def index_event_id(self, store: str, event_id: str) -> str:
         return f"{self.prefix}.ix.{store}.id.{encode_token(event_id)}"
+
+    # --- snapshots and schemas (KV buckets and an object store per store) --------------------
+    def snapshot_bucket(self, store: str) -> str:
+        """KV bucket of a store's snapshots (docs/adr/0005-snapshots.md)."""
+        return f"{self.prefix}-snap-{store}"
+
+    def snapshot_objects(self, store: str) -> str:
+        """Object Store bucket of a store's snapshots larger than one message."""
+        return f"{self.prefix}-snapobj-{store}"
+
+    def schema_bucket(self, store: str) -> str:
+        """KV bucket of a store's event schemas (docs/adr/0006-schema-registry-and-upcasting.md)."""
+        return f"{self.prefix}-schema-{store}"
+
+    @staticmethod
+    def kv_stream(bucket: str) -> str:
+        return f"KV_{bucket}"
+
+    @staticmethod
+    def kv_subject(bucket: str, key: str) -> str:
+        """The subject of a KV key (``>`` for every key of the bucket)."""
+        return f"$KV.{bucket}.{key}"
+
+    @staticmethod
+    def obj_stream(bucket: str) -> str:
+        return f"OBJ_{bucket}"
+
+    @staticmethod
+    def obj_chunks(bucket: str, nuid: str) -> str:
+        """The chunk subject of one object (ADR-20)."""
+        return f"$O.{bucket}.C.{nuid}"
+
+    @staticmethod
+    def obj_meta(bucket: str, name: str) -> str:
+        """The meta subject of one object: its name in padded URL-safe base64 (ADR-20)."""
+        return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode('utf-8')).decode('ascii')}"
+
+    # --- subscriptions ----------------------------------------------------------------------
+    def subscriptions_bucket(self) -> str:
+        """KV bucket holding every store's subscription definitions and delivery leases."""
+        return f"{self.prefix}-subscriptions"
+
+    def subscription_control(self, store: str, key: str) -> str:
+        """Subjects of the instance delivering a subscription: ``.ack`` (forwarded ack_event),
+        ``.replay`` (replay_parked) and ``.n.<seq>.<index>`` (native acks on deliveries).
+        Under ``<prefix>.api.>``, so the clients' API permission covers native acks."""
+        return f"{self.prefix}.api.{store}.subscription.ctl.{key}"
+
+    def dlq_stream(self, store: str) -> str:
+        return f"{self.prefix}-dlq-{store}"
+
+    def dlq_root(self, store: str) -> str:
+        return f"{self.prefix}.dlq.{store}"
+
+    def dlq_subject(self, store: str, key: str) -> str:
+        """Parked events of one subscription."""
+        return f"{self.prefix}.dlq.{store}.{key}"

@@ -1,0 +1,412 @@
+"""Delivery: one driver per subscription, in whichever instance holds its lease.
+
+A driver pulls commits from the subscription's durable consumer (at most ``max_in_flight``
+unacknowledged at a time: a slow subscriber never grows our memory), filters their events,
+and publishes each matching event to the subscriber subject as one NATS message whose reply
+subject is the driver's native-ack subject. When every delivered event of a commit is acked,
+the commit is acked in JetStream; unacked commits come back after ``ack_wait``/``backoff`` and
+their unacked events are delivered again; on the delivery after ``max_deliver`` the remaining
+events are parked in the dead-letter stream and the commit is acked.
+
+The supervisor in every instance watches the definitions, takes free leases, renews its own,
+and stops a driver whose lease it lost or whose subscription was removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from services.subscription.store import Definition, SubscriptionStore
+from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
+from shared.eventlog import decode_commit
+from shared.jetstream import StoredMsg
+from shared.lease import Lease
+from shared.subjects import Subjects, encode_token
+
+__all__ = ["Driver", "Supervisor", "matcher", "pattern_regex"]
+
+log = logging.getLogger(__name__)
+
+_STORED_HEADERS = (
+    "Nats-Stream",
+    "Nats-Subject",
+    "Nats-Sequence",
+    "Nats-Time-Stamp",
+    "Nats-Num-Pending",
+    "Nats-Last-Sequence",
+)
+
+Upcaster = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+def _contains(data: Any, pattern: Any) -> bool:
+    """``data`` contains ``pattern`` as a subset (objects recursively, other values equal)."""
+    if isinstance(pattern, dict):
+        return isinstance(data, dict) and all(k in data and _contains(data[k], v) for k, v in pattern.items())
+    return bool(data == pattern)
+
+
+def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """``*`` = any run of characters (also none); every other character is literal."""
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+def matcher(d: Definition) -> Callable[[dict[str, Any]], bool]:
+    """The service-side part of a subscription's filter (the subject filter did the rest)."""
+    sel = d.selector
+    if d.type == "stream":
+        if sel == "$all":
+            return lambda ev: True
+        skip = d.skip_below_version
+        return lambda ev: bool(ev["version"] >= skip)
+    if d.type == "event_type":
+        return lambda ev: bool(ev["event_type"] == sel)
+    if d.type == "event_pattern":
+        compiled = pattern_regex(sel)
+        return lambda ev: compiled.fullmatch(ev["stream_id"]) is not None
+    if d.type == "event_payload":
+        return lambda ev: _contains(ev["data"], sel)
+    wanted = set(sel)
+    return lambda ev: bool(ev["tags"]) and not wanted.isdisjoint(ev["tags"])
+
+
+@dataclass
+class _Pending:
+    msg: Msg
+    remaining: dict[int, dict[str, Any]] = field(default_factory=dict)  # version → event
+
+
+class Driver:
+    """Delivers one subscription while this instance holds its lease."""
+
+    def __init__(
+        self,
+        nc: Client,
+        store: SubscriptionStore,
+        subjects: Subjects,
+        d: Definition,
+        upcast: Upcaster | None = None,
+    ) -> None:
+        self.nc = nc
+        self.store = store
+        self.subjects = subjects
+        self.d = d
+        self.upcast = upcast
+        self.codec: Codec = MSGPACK if d.codec == "msgpack" else JSON
+        self.match = matcher(d)
+        self.ctl = subjects.subscription_control(d.store, d.key)
+        self.pending: dict[int, _Pending] = {}  # commit seq → pending
+        self.by_event: dict[tuple[str, int], int] = {}  # (stream_id, version) → commit seq
+        self.replays: dict[int, asyncio.Future[bool]] = {}  # parked seq → acked?
+        self._room = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ctl_sub: Subscription | None = None
+        self.delivered = 0
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._ctl_sub = await self.nc.subscribe(self.ctl + ".>", cb=self._on_control)
+        self._task = asyncio.create_task(self._run(), name=f"subscription-{self.d.key}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        if self._ctl_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._ctl_sub.unsubscribe()
+            self._ctl_sub = None
+
+    # --- pulling and delivering ---------------------------------------------------------------
+    async def _run(self) -> None:
+        js = self.nc.jetstream()
+        psub = await js.pull_subscribe_bind(
+            durable=self.d.consumer, stream=self.subjects.log_stream(self.d.store), pending_msgs_limit=20_000
+        )
+        try:
+            while True:
+                room = self.d.max_in_flight - len(self.pending)
+                if room <= 0:
+                    self._room.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._room.wait(), 1.0)
+                    continue
+                try:
+                    msgs = await psub.fetch(min(room, 256), timeout=1.0)
+                except TimeoutError:
+                    continue
+                except Exception as exc:  # consumer deleted, connection trouble: retry calmly
+                    if type(exc).__name__ in ("NotFoundError", "ServiceUnavailableError"):
+                        await asyncio.sleep(0.5)
+                        continue
+                    raise
+                for msg in msgs:
+                    await self._handle(msg)
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def _handle(self, msg: Msg) -> None:
+        meta = msg.metadata
+        seq = meta.sequence.stream
+        attempt = meta.num_delivered
+        entry = self.pending.get(seq)
+        if entry is None:
+            sm = StoredMsg(
+                subject=msg.subject,
+                seq=seq,
+                ts_ns=int(meta.timestamp.timestamp() * 1e9) if meta.timestamp else 0,
+                headers=msg.headers or {},
+                data=msg.data,
+            )
+            stream_id = self.subjects.stream_id_of(msg.subject)
+            rows = [ev for ev in decode_commit(sm, stream_id) if self.match(ev)]
+            if rows and self.upcast is not None:
+                rows = self.upcast(rows)
+            if not rows:
+                await msg.ack()
+                return
+            entry = _Pending(msg, {ev["version"]: ev for ev in rows})
+            self.pending[seq] = entry
+            for ev in rows:
+                self.by_event[(stream_id, ev["version"])] = seq
+        else:
+            entry.msg = msg
+        if attempt > self.d.max_deliver:
+            await self._park(seq, entry, attempt - 1)
+            return
+        for ev in list(entry.remaining.values()):
+            await self._deliver(ev, seq, attempt)
+
+    def _headers(self, ev: dict[str, Any], attempt: int | str) -> dict[str, str]:
+        h = {
+            "Esdb-Subscription": encode_token(self.d.name),
+            "Esdb-Subscription-Key": self.d.key,
+            "Esdb-Stream-Id": encode_token(ev["stream_id"]),
+            "Esdb-Version": str(ev["version"]),
+            "Esdb-Position": str(ev["position"]),
+            "Esdb-Delivery-Attempt": str(attempt),
+        }
+        if self.codec is MSGPACK:
+            h[CONTENT_TYPE_HEADER] = MSGPACK.content_type
+        return h
+
+    async def _deliver(self, ev: dict[str, Any], seq: int, attempt: int) -> None:
+        await self.nc.publish(
+            self.d.subscriber,
+            self.codec.encode(ev),
+            reply=f"{self.ctl}.n.{seq}.{ev['version']}",
+            headers=self._headers(ev, attempt),
+        )
+        self.delivered += 1
+
+    async def _park(self, seq: int, entry: _Pending, attempts: int) -> None:
+        for ev in entry.remaining.values():
+            headers = self._headers(ev, attempts)
+            await self.store.park(self.d, JSON.encode(ev), headers)
+        await entry.msg.ack()
+        self._forget(seq, entry)
+
+    def _forget(self, seq: int, entry: _Pending) -> None:
+        self.pending.pop(seq, None)
+        for ev in entry.remaining.values():
+            self.by_event.pop((ev["stream_id"], ev["version"]), None)
+        self._room.set()
+
+    async def ack(self, stream_id: str, version: int) -> bool:
+        seq = self.by_event.pop((stream_id, version), None)
+        if seq is None:
+            return False
+        entry = self.pending.get(seq)
+        if entry is None:
+            return False
+        entry.remaining.pop(version, None)
+        if not entry.remaining:
+            self.pending.pop(seq, None)
+            await entry.msg.ack()
+            self._room.set()
+        return True
+
+    async def nak(self, stream_id: str, version: int) -> None:
+        seq = self.by_event.get((stream_id, version))
+        entry = self.pending.get(seq) if seq is not None else None
+        if entry is not None:
+            await entry.msg.nak()
+
+    # --- control subjects -----------------------------------------------------------------------
+    async def _on_control(self, msg: Msg) -> None:
+        tail = msg.subject[len(self.ctl) + 1 :].split(".")
+        try:
+            if tail[0] == "n" and len(tail) == 3:  # native ack/nak of a delivery
+                seq, version = int(tail[1]), int(tail[2])
+                entry = self.pending.get(seq)
+                if entry is None:
+                    return
+                ev = entry.remaining.get(version)
+                if ev is None:
+                    return
+                if msg.data.strip().startswith(b"-NAK"):
+                    await entry.msg.nak()
+                else:
+                    await self.ack(ev["stream_id"], version)
+                if msg.reply:
+                    await msg.respond(b"")
+            elif tail[0] == "p" and len(tail) == 2:  # native ack of a replayed parked event
+                fut = self.replays.get(int(tail[1]))
+                if fut is not None and not fut.done():
+                    fut.set_result(not msg.data.strip().startswith(b"-NAK"))
+                if msg.reply:
+                    await msg.respond(b"")
+            elif tail == ["ack"]:
+                body = json.loads(msg.data)
+                found = await self.ack(str(body["stream_id"]), int(body["event_number"]))
+                await msg.respond(json.dumps({"ok": True, "acked": found}).encode())
+            elif tail == ["replay"]:
+                # in a task: the acks of the replayed events arrive on this same subscription,
+                # whose callback runs one message at a time
+                task = asyncio.create_task(self._replay_and_answer(msg))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        except Exception:
+            log.exception("subscription %s: bad control message on %s", self.d.key, msg.subject)
+
+    async def _replay_and_answer(self, msg: Msg) -> None:
+        try:
+            n = await self.replay_parked()
+            await msg.respond(json.dumps({"replayed": n}).encode())
+        except Exception:
+            log.exception("subscription %s: replay of parked events failed", self.d.key)
+
+    async def replay_parked(self) -> int:
+        """Send every parked event again; those the subscriber acks leave the parked stream."""
+        parked = await self.store.parked(self.d)
+        waits: list[tuple[int, asyncio.Future[bool]]] = []
+        loop = asyncio.get_running_loop()
+        for sm in parked:
+            fut: asyncio.Future[bool] = loop.create_future()
+            self.replays[sm.seq] = fut
+            headers = dict(sm.headers)
+            for h in (
+                "Nats-Stream",
+                "Nats-Subject",
+                "Nats-Sequence",
+                "Nats-Time-Stamp",
+                "Nats-Num-Pending",
+                "Nats-Last-Sequence",
+            ):
+                headers.pop(h, None)
+            headers["Esdb-Delivery-Attempt"] = "replay"
+            ev = json.loads(sm.data)
+            await self.nc.publish(
+                self.d.subscriber, self.codec.encode(ev), reply=f"{self.ctl}.p.{sm.seq}", headers=headers
+            )
+            waits.append((sm.seq, fut))
+        deadline = loop.time() + self.d.ack_wait_ms / 1000
+        for seq, fut in waits:
+            try:
+                ok = await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                ok = False
+            finally:
+                self.replays.pop(seq, None)
+            if ok:
+                await self.store.unpark(self.d, seq)
+        return len(waits)
+
+
+class Supervisor:
+    """Runs in every instance: keeps a driver going for each subscription whose lease it holds."""
+
+    def __init__(
+        self,
+        nc: Client,
+        store: SubscriptionStore,
+        subjects: Subjects,
+        owner: str,
+        lease_ttl_s: float = 5.0,
+        upcast: Upcaster | None = None,
+    ) -> None:
+        self.nc = nc
+        self.store = store
+        self.subjects = subjects
+        self.owner = owner
+        self.lease_ttl_s = lease_ttl_s
+        self.upcast = upcast
+        self.drivers: dict[tuple[str, str], tuple[Driver, Lease]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="subscription-supervisor")
+
+    def poke(self) -> None:
+        """Look again now (a subscription was saved or removed here)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        for driver, lease in list(self.drivers.values()):
+            await driver.stop()
+            with contextlib.suppress(Exception):
+                await lease.release()
+        self.drivers.clear()
+
+    async def abandon(self) -> None:
+        """Stop without releasing leases or acking anything: what a crash looks like."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for driver, _ in list(self.drivers.values()):
+            await driver.stop()
+        self.drivers.clear()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("subscription supervisor: reconcile failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.lease_ttl_s / 4)
+
+    async def reconcile(self) -> None:
+        defs = {(d.store, d.key): d for d in await self.store.definitions()}
+        for k in list(self.drivers):
+            if k not in defs:
+                driver, lease = self.drivers.pop(k)
+                await driver.stop()
+                await lease.release()
+        for k, d in defs.items():
+            running = self.drivers.get(k)
+            lease = (
+                running[1] if running else Lease(self.store.kv, self.store.lease_key(*k), self.owner, self.lease_ttl_s)
+            )
+            held = await lease.acquire_or_renew()
+            if held and running is None:
+                driver = Driver(self.nc, self.store, self.subjects, d, self.upcast)
+                await driver.start()
+                self.drivers[k] = (driver, lease)
+            elif not held and running is not None:
+                self.drivers.pop(k)
+                await running[0].stop()

@@ -1,0 +1,152 @@
+"""One async function per subject of the subscription service."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from services.subscription.driver import Supervisor
+from services.subscription.store import Definition, SubscriptionStore, subscription_key
+from shared.errors import GatewayError, SubscriptionNotFoundError, UnavailableError, error_from_envelope
+from shared.eventlog import commit_of
+from shared.lease import lease_holder
+from shared.models.common import OkResponse
+from shared.models.subscription import (
+    AckRequest,
+    GetRequest,
+    ListRequest,
+    ReplayParkedRequest,
+    ReplayParkedResponse,
+    SaveRequest,
+    SubscriptionInfo,
+    SubscriptionKeyRequest,
+    SubscriptionsResponse,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SubCtx:
+    store: str
+    subs: SubscriptionStore
+    supervisor: Supervisor
+
+
+async def _info(ctx: SubCtx, d: Definition) -> SubscriptionInfo:
+    ci = await ctx.subs.consumer_info(d) or {}
+    floor = int(ci.get("ack_floor", {}).get("stream_seq", 0))
+    lag = int(ci.get("num_pending", 0)) + int(ci.get("num_ack_pending", 0))
+    checkpoint: int | None = None
+    if floor > 0:
+        checkpoint = floor
+        if d.type == "stream" and d.selector != "$all":
+            sm = await ctx.subs.commit_at(d.store, floor)
+            checkpoint = commit_of(sm).last if sm is not None else None
+    lag_seconds = 0.0
+    if lag > 0:
+        nxt = await ctx.subs.next_commit(d, floor)
+        if nxt is not None:
+            lag_seconds = max(0.0, time.time() - nxt.ts_ns / 1e9)
+    lease = await ctx.subs.lease_value(d.store, d.key)
+    return SubscriptionInfo(
+        type=d.type,
+        selector=d.selector,
+        name=d.name,
+        key=d.key,
+        subscriber=d.subscriber,
+        start_from=d.start_from,
+        created_at=d.created_at,
+        checkpoint=checkpoint,
+        checkpoint_position=floor,
+        lag_events=lag,
+        lag_seconds=round(lag_seconds, 3),
+        parked=await ctx.subs.parked_count(d),
+        max_in_flight=d.max_in_flight,
+        ack_wait_ms=d.ack_wait_ms,
+        max_deliver=d.max_deliver,
+        backoff_ms=d.backoff_ms,
+        codec=d.codec,
+        active=lease_holder(lease) is not None,
+    )
+
+
+async def save(req: SaveRequest, ctx: SubCtx) -> SubscriptionInfo:
+    d = await ctx.subs.create(ctx.store, req)
+    ctx.supervisor.poke()
+    return await _info(ctx, d)
+
+
+async def remove(req: SubscriptionKeyRequest, ctx: SubCtx) -> OkResponse:
+    await ctx.subs.ensure_store(ctx.store)
+    await ctx.subs.delete(ctx.store, subscription_key(req.type, req.selector, req.name))
+    ctx.supervisor.poke()
+    return OkResponse()
+
+
+async def _find(ctx: SubCtx, req: GetRequest) -> Definition:
+    await ctx.subs.ensure_store(ctx.store)
+    if req.type is not None and req.selector is not None:
+        d = await ctx.subs.get_def(ctx.store, subscription_key(req.type, req.selector, req.name))
+        found = [d] if d is not None else []
+    else:
+        found = [
+            d
+            for d in await ctx.subs.definitions(ctx.store)
+            if d.name == req.name and (req.type is None or d.type == req.type)
+        ]
+        found.sort(key=lambda d: d.created_at)
+    if not found:
+        raise SubscriptionNotFoundError(f"no subscription named {req.name!r}", details={"name": req.name})
+    return found[0]
+
+
+async def get(req: GetRequest, ctx: SubCtx) -> SubscriptionInfo:
+    return await _info(ctx, await _find(ctx, req))
+
+
+async def list_(req: ListRequest, ctx: SubCtx) -> SubscriptionsResponse:
+    await ctx.subs.ensure_store(ctx.store)
+    defs = sorted(await ctx.subs.definitions(ctx.store), key=lambda d: (d.name, d.created_at))
+    return SubscriptionsResponse(subscriptions=[await _info(ctx, d) for d in defs])
+
+
+async def _control(ctx: SubCtx, d: Definition, op: str, body: dict[str, Any]) -> Any:
+    subject = f"{ctx.subs.subjects.subscription_control(d.store, d.key)}.{op}"
+    try:
+        msg = await ctx.subs.log._request(subject, json.dumps(body).encode())
+    except UnavailableError:
+        raise UnavailableError(
+            f"subscription {d.name!r} is not being delivered right now (no instance holds it); try again",
+            details={"name": d.name, "key": d.key},
+        ) from None
+    reply = json.loads(msg.data)
+    if msg.headers and "Nats-Service-Error-Code" in msg.headers:
+        raise error_from_envelope(reply)
+    return reply
+
+
+async def ack(req: AckRequest, ctx: SubCtx) -> OkResponse:
+    """Seed: ``ack_event(store, stream_id, subscription_name, event_number)``. Goes to the
+    instance delivering each subscription of that name."""
+    await ctx.subs.ensure_store(ctx.store)
+    defs = [d for d in await ctx.subs.definitions(ctx.store) if d.name == req.subscription_name]
+    if not defs:
+        raise SubscriptionNotFoundError(
+            f"no subscription named {req.subscription_name!r}", details={"name": req.subscription_name}
+        )
+    errors: list[GatewayError] = []
+    for d in defs:
+        try:
+            await _control(ctx, d, "ack", {"stream_id": req.stream_id, "event_number": req.event_number})
+        except GatewayError as exc:
+            errors.append(exc)
+    if errors and len(errors) == len(defs):
+        raise errors[0]
+    return OkResponse()
+
+
+async def replay_parked(req: ReplayParkedRequest, ctx: SubCtx) -> ReplayParkedResponse:
+    d = await _find(ctx, req)
+    reply = await _control(ctx, d, "replay", {})
+    return ReplayParkedResponse(replayed=int(reply.get("replayed", 0)))
