@@ -106,7 +106,11 @@ async def _seed(c: GaterClient, st: str) -> None:
     ("type_", "selector", "expected"),
     [
         ("stream", "orders-1", [("orders-1", 0), ("orders-1", 1)]),
-        ("stream", "$all", [("orders-1", 0), ("orders-1", 1), ("orders-2", 0), ("users-1", 0), ("orders.x", 0)]),
+        (
+            "stream",
+            "$all",
+            [("orders-1", 0), ("orders-1", 1), ("orders-2", 0), ("users-1", 0), ("orders.x", 0)],
+        ),
         ("event_type", "Placed", [("orders-1", 0), ("orders-2", 0), ("orders.x", 0)]),
         ("event_pattern", "orders-*", [("orders-1", 0), ("orders-1", 1), ("orders-2", 0)]),
         ("event_payload", {"total": 50}, [("orders-2", 0)]),
@@ -146,7 +150,11 @@ async def test_delivery_carries_headers_body_and_native_ack_moves_checkpoint(c: 
         "1",
     )
     body = json.loads(msg.data)
-    assert (body["event_type"], body["data"], body["position"]) == ("Opened", {"n": 1}, int(h["Esdb-Position"]))
+    assert (body["event_type"], body["data"], body["position"]) == (
+        "Opened",
+        {"n": 1},
+        int(h["Esdb-Position"]),
+    )
     assert msg.reply
     await msg.respond(b"")  # any reply but -NAK acknowledges
     second = await sub.next_msg(10)
@@ -217,7 +225,10 @@ async def test_start_from_position_for_other_types(c: GaterClient, st: str) -> N
     async with c.deliveries(subject) as d:
         await c.save_subscription(st, "event_type", "T", "pos", r.position, subject)
         got = await collect(d, 1)
-        assert (got[0].stream_id, got[0].position if hasattr(got[0], "position") else got[0].event["position"]) == (
+        assert (
+            got[0].stream_id,
+            got[0].position if hasattr(got[0], "position") else got[0].event["position"],
+        ) == (
             "b",
             r.position,
         )
@@ -227,7 +238,9 @@ async def test_start_from_position_for_other_types(c: GaterClient, st: str) -> N
 # --- catch-up + live under load -------------------------------------------------------------------
 
 
-async def test_catch_up_then_live_while_appending_delivers_every_event_exactly_once(c: GaterClient, st: str) -> None:
+async def test_catch_up_then_live_while_appending_delivers_every_event_exactly_once(
+    c: GaterClient, st: str
+) -> None:
     """10 000 events: half stored before the subscription, half appended while it catches up."""
     streams = [f"load-{i}" for i in range(10)]
 
@@ -296,7 +309,9 @@ async def test_nak_asks_for_redelivery(c: GaterClient, st: str) -> None:
     await c.append_events(st, "n", [ev("X")])
     subject = inbox()
     async with c.deliveries(subject) as d:
-        await c.save_subscription(st, "stream", "n", "naks", "start", subject, ack_wait_ms=5000, backoff_ms=[100])
+        await c.save_subscription(
+            st, "stream", "n", "naks", "start", subject, ack_wait_ms=5000, backoff_ms=[100]
+        )
         first = await collect(d, 1, ack=False)
         await first[0].nak()
         again = await collect(d, 1)
@@ -347,7 +362,9 @@ async def test_queue_group_subscribers_split_the_load_and_see_every_event(c: Gat
     assert seen["a"] and seen["b"]
 
 
-async def test_kill_and_restart_resumes_from_the_checkpoint_without_loss(sub_server: NatsServer, st: str) -> None:
+async def test_kill_and_restart_resumes_from_the_checkpoint_without_loss(
+    sub_server: NatsServer, st: str
+) -> None:
     """A second instance takes over a killed instance's subscription; acked events are not
     sent again, unacked ones are; nothing is lost."""
     a = await start_services(["subscription"], _settings(sub_server.url))
@@ -363,7 +380,7 @@ async def test_kill_and_restart_resumes_from_the_checkpoint_without_loss(sub_ser
             assert [x.version for x in first] == list(range(50))
             await _eventually(lambda: _checkpoint(c, st, "survivor"), 49)
             # kill every subscription instance that may hold it: ours and the module's
-            module = [r for r in _supervisors(a)] + [r for r in _module_supervisors]
+            module = [*_supervisors(a), *_module_supervisors]
             for sup in module:
                 await sup.abandon()
             await a.nc.close()
@@ -449,11 +466,19 @@ async def test_save_list_get_remove_and_errors(c: GaterClient, st: str) -> None:
         {"type": "bogus", "selector": "s", "name": "n", "subscriber": "a.b"},
         {"type": "stream", "selector": "s", "name": "n", "subscriber": "a.b", "start_from": -3},
         {"type": "stream", "selector": "s", "name": "n", "subscriber": "a.b", "start_from": {"when": 1}},
-        {"type": "event_type", "selector": "T", "name": "n", "subscriber": "a.b", "start_from": {"version": 1}},
+        {
+            "type": "event_type",
+            "selector": "T",
+            "name": "n",
+            "subscriber": "a.b",
+            "start_from": {"version": 1},
+        },
         {"type": "stream", "selector": "s", "name": "n", "subscriber": "a.b", "max_deliver": 0},
     ],
 )
-async def test_bad_saves_are_invalid_requests_and_store_nothing(c: GaterClient, st: str, body: dict[str, Any]) -> None:
+async def test_bad_saves_are_invalid_requests_and_store_nothing(
+    c: GaterClient, st: str, body: dict[str, Any]
+) -> None:
     with pytest.raises(InvalidRequestError):
         await c.request(st, "subscription", "save", body)
     assert await c.get_subscriptions(st) == []
