@@ -19,10 +19,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-async def test_node_client_appends_reads_and_conflicts(services: object, nats_url: str, store: str) -> None:
+async def _run(script: str, nats_url: str, store: str) -> dict[str, object]:
     proc = await asyncio.create_subprocess_exec(
         str(NODE),
-        str(HERE / "stream.mjs"),
+        str(HERE / script),
         store,
         env={"NATS_URL": nats_url, "PATH": "/usr/bin:/bin"},
         stdout=asyncio.subprocess.PIPE,
@@ -30,4 +30,14 @@ async def test_node_client_appends_reads_and_conflicts(services: object, nats_ur
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
-    assert json.loads(out.decode().strip().splitlines()[-1])["ok"] is True
+    result: dict[str, object] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+async def test_node_client_appends_reads_and_conflicts(services: object, nats_url: str, store: str) -> None:
+    assert (await _run("stream.mjs", nats_url, store))["ok"] is True
+
+
+async def test_node_service_follows_a_persistent_subscription(services: object, nats_url: str, store: str) -> None:
+    result = await _run("subscription.mjs", nats_url, store)
+    assert result == {"ok": True, "seen": [0, 1, 2, 3]}
