@@ -482,3 +482,27 @@ async def test_bad_saves_are_invalid_requests_and_store_nothing(
     with pytest.raises(InvalidRequestError):
         await c.request(st, "subscription", "save", body)
     assert await c.get_subscriptions(st) == []
+
+
+async def test_subscription_survives_a_nats_server_restart(sub_server: NatsServer, c: GaterClient, st: str) -> None:
+    """Definitions, consumers and checkpoints are JetStream state: after nats-server stops and
+    starts again on the same data, delivery resumes where it was. (Last in this module: it
+    restarts the module's server.)"""
+    await c.append_events(st, "restart", [ev("X", {"i": i}) for i in range(10)])
+    subject = inbox()
+    async with c.deliveries(subject) as d:
+        await c.save_subscription(st, "stream", "restart", "durable", "start", subject, ack_wait_ms=1000)
+        assert [x.version for x in await collect(d, 10)] == list(range(10))
+        await _eventually(lambda: _checkpoint(c, st, "durable"), 9)
+        await asyncio.to_thread(sub_server.stop)
+        await asyncio.to_thread(sub_server.start)
+        for _ in range(100):  # clients reconnect on their own
+            try:
+                await c.append_events(st, "restart", [ev("X", {"i": 10})])
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        got = await collect(d, 1, within=20)
+        assert [x.version for x in got] == [10]
+        assert await quiet(d, 0.5) == []
+    assert (await c.get_subscription(st, "durable")).type == "stream"
