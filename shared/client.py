@@ -12,8 +12,9 @@ Binary event data comes back as ``bytes`` with either codec.
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -23,12 +24,17 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from shared import jetstream
 from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
 from shared.errors import ERROR_CODE_HEADER, GatewayTimeoutError, UnavailableError, error_from_envelope
+from shared.eventlog import new_event_id
 from shared.models.stream import AppendResponse, RecordedEvent, StoreInfoResponse, is_json_content_type
 from shared.models.subscription import SubscriptionInfo
+from shared.retry import RetryConfig, with_retry
 from shared.subjects import Subjects
 from shared.telemetry import inject_context
 
-__all__ = ["GaterClient"]
+__all__ = ["Deliveries", "Delivery", "GaterClient", "RetryConfig"]
+
+T = TypeVar("T")
+_DEFAULT_RETRY = RetryConfig()
 
 Event = dict[str, Any]
 
@@ -41,11 +47,15 @@ class GaterClient:
         prefix: str = "esdb",
         codec: Literal["json", "msgpack"] = "json",
         timeout: float = 5.0,
+        retry: RetryConfig | None = _DEFAULT_RETRY,
     ) -> None:
+        """``retry``: retriable errors (timeout, unavailable, rate_limited) are retried with
+        backoff (SPEC.md §10); ``None`` turns that off."""
         self.nc = nc
         self.subjects = Subjects(prefix)
         self.codec: Codec = MSGPACK if codec == "msgpack" else JSON
         self.timeout = timeout
+        self.retry = retry
         self._owns_connection = False
 
     @classmethod
@@ -67,7 +77,19 @@ class GaterClient:
 
     # --- transport --------------------------------------------------------------------------
     async def request(self, store: str, service: str, op: str, body: dict[str, Any]) -> Any:
-        """Send one request; return the decoded reply or raise the error it carries."""
+        """Send a request (again, with backoff, on retriable errors); return the decoded reply or
+        raise the error it carries (``RetriesExhaustedError`` when retries ran out)."""
+        if self.retry is None:
+            return await self._request_once(store, service, op, body)
+        return await with_retry(
+            lambda: self._request_once(store, service, op, body), self.retry, store=store, op=f"{service}.{op}"
+        )
+
+    async def execute(self, store: str, fn: Callable[[], Awaitable[T]], config: RetryConfig | None = None) -> T:
+        """The seed's ``execute(Store, Fun, Config)``: run ``fn`` with retry."""
+        return await with_retry(fn, config or self.retry or RetryConfig(), store=store, op="execute")
+
+    async def _request_once(self, store: str, service: str, op: str, body: dict[str, Any]) -> Any:
         headers = inject_context({})
         if self.codec is MSGPACK:
             headers[CONTENT_TYPE_HEADER] = MSGPACK.content_type
@@ -109,8 +131,13 @@ class GaterClient:
             expected, events = args
         else:
             raise TypeError("append_events(store, stream_id, [expected_version,] events)")
+        events = list(events)
+        if self.retry is not None:
+            # Give every event an id before the first try, so a retry after a lost reply is
+            # recognised as the same append (idempotent) instead of being stored twice.
+            events = [e if e.get("event_id") else {**e, "event_id": new_event_id()} for e in events]
         reply = await self._stream(
-            store, "append", {"stream_id": stream_id, "expected_version": expected, "events": list(events)}
+            store, "append", {"stream_id": stream_id, "expected_version": expected, "events": events}
         )
         return AppendResponse.model_validate(reply)
 

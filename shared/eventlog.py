@@ -10,6 +10,9 @@ commit's JetStream timestamp is its events' ``epoch_us``/``timestamp`` and its s
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -18,7 +21,16 @@ import msgpack
 from shared.jetstream import StoredMsg
 from shared.models.stream import EventIn
 
-__all__ = ["H_COUNT", "H_VERSION", "JSON_CT", "Commit", "commit_of", "decode_commit", "encode_events"]
+__all__ = [
+    "H_COUNT",
+    "H_VERSION",
+    "JSON_CT",
+    "Commit",
+    "commit_of",
+    "decode_commit",
+    "encode_events",
+    "new_event_id",
+]
 
 H_VERSION: Final = "Esdb-Version"
 H_COUNT: Final = "Esdb-Count"
@@ -85,3 +97,12 @@ def decode_commit(sm: StoredMsg, stream_id: str) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def new_event_id() -> str:
+    """A UUIDv7 (time-ordered) for events that come without an id."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))

@@ -8,13 +8,24 @@ request's span continues the caller's trace.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.propagate import extract, inject
 
-__all__ = ["extract_context", "inject_context", "instruments", "setup_telemetry", "tracer"]
+__all__ = [
+    "attach",
+    "detach",
+    "emit",
+    "extract_context",
+    "inject_context",
+    "instruments",
+    "setup_telemetry",
+    "tracer",
+]
 
 _configured = False
 
@@ -56,6 +67,9 @@ class _Instruments:
         )
         self.errors = meter.create_counter("esdb.request.errors", description="error replies by code")
         self.requests = meter.create_counter("esdb.request.count", description="requests handled")
+        self.events = meter.create_counter(
+            "esdb.events", description="catalogue events: retry attempt/exhausted, request error, ..."
+        )
 
 
 _instruments: _Instruments | None = None
@@ -75,3 +89,36 @@ def extract_context(headers: dict[str, str] | None) -> Any:
 def inject_context(headers: dict[str, str]) -> dict[str, str]:
     inject(headers)
     return headers
+
+
+# --- in-process listeners (the seed's telemetry:attach/detach) -----------------------------------
+
+Event = tuple[str, ...]
+Handler = Callable[[Event, dict[str, Any], dict[str, Any]], None]
+_handlers: dict[str, Handler] = {}
+_log = logging.getLogger("esdb.telemetry")
+
+
+def attach(handler_id: str, handler: Handler) -> bool:
+    """Call ``handler(event, measurements, metadata)`` for every emitted event; False when the
+    id is taken (the seed's ``{error, already_exists}``)."""
+    if handler_id in _handlers:
+        return False
+    _handlers[handler_id] = handler
+    return True
+
+
+def detach(handler_id: str) -> bool:
+    """Remove a handler; False when there was none (``{error, not_found}``)."""
+    return _handlers.pop(handler_id, None) is not None
+
+
+def emit(event: Event, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """Tell attached handlers, and count the event as an OpenTelemetry metric
+    (``esdb.events`` with the event name as attribute). A failing handler is logged and skipped."""
+    instruments().events.add(1, {"event": ".".join(event), **{k: str(v) for k, v in metadata.items()}})
+    for hid, handler in list(_handlers.items()):
+        try:
+            handler(event, measurements, metadata)
+        except Exception:
+            _log.exception("telemetry handler %s failed", hid)

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import random
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,7 +39,7 @@ from shared.errors import (
     UnavailableError,
     WrongExpectedVersionError,
 )
-from shared.eventlog import H_COUNT, H_VERSION, Commit, commit_of, decode_commit, encode_events
+from shared.eventlog import H_COUNT, H_VERSION, Commit, commit_of, decode_commit, encode_events, new_event_id
 from shared.jetstream import (
     ERR_INFLIGHT_SAME_SUBJECT,
     ERR_STREAM_NOT_FOUND,
@@ -85,18 +84,6 @@ _MAX_NS: Final = 9_000_000_000 * 1_000_000_000  # ~2255: Go's time.UnixNano over
 def _rfc3339(ns: int) -> str:
     sec, frac = divmod(max(0, min(ns, _MAX_NS)), 1_000_000_000)
     return f"{datetime.fromtimestamp(sec, UTC):%Y-%m-%dT%H:%M:%S}.{frac:09d}Z"
-
-
-def _uuid7() -> str:
-    """A UUIDv7 (time-ordered) for events that come without an id."""
-    import os
-    import time
-
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
 
 
 def _matches(expected: int, current: int) -> bool:
@@ -275,7 +262,7 @@ class EventStore:
         key = (store, stream_id)
         subject = self.subjects.log_subject(store, stream_id)
         client_ids = all(ev.event_id for ev in events)
-        ids = [ev.event_id or _uuid7() for ev in events]
+        ids = [ev.event_id or new_event_id() for ev in events]
         if len(set(ids)) != len(ids):
             raise InvalidRequestError("event ids must be unique within an append", details={"field": "events"})
         payload = encode_events(events, ids)
