@@ -154,66 +154,76 @@ class _Dispatcher(Generic[CtxT]):
         self.tasks.discard(task)
         self.sem.release()
 
+    async def _serve(self, msg: Msg, store: str, span: trace.Span | None) -> GatewayError | None:
+        """Decode, validate, call the handler, reply; returns the error that was answered."""
+        codec: Codec = JSON
+        err: GatewayError | None = None
+        try:
+            codec = codec_for(msg.headers)
+            if self.op.scope == "global":
+                if store != "_":
+                    raise StoreNotFoundError(
+                        f"{self.span_name} is not store-scoped; use the store token '_'",
+                        details={"store": store},
+                    )
+            elif store == "_" or not STORE_RE.match(store):
+                raise InvalidRequestError(
+                    "store id must match [A-Za-z0-9_-]{1,64} (and '_' is reserved for store-less ops)",
+                    details={"field": "store", "reason": "invalid"},
+                )
+            body = codec.decode(msg.data)
+            if not isinstance(body, dict):
+                raise InvalidRequestError(
+                    "request body must be an object", details={"field": "body", "reason": "not an object"}
+                )
+            try:
+                request = self.op.request.model_validate(body)
+            except ValidationError as exc:
+                raise InvalidRequestError("invalid request", details=validation_details(exc)) from None
+            result = await self.op.handler(request, self.spec.make_ctx(store))
+            wire = result.to_wire() if isinstance(result, Response) else result.model_dump(mode="python")
+            data = codec.encode(wire)
+            try:
+                await msg._client.publish(msg.reply, data, headers=_reply_headers(codec))
+            except MaxPayloadError:
+                raise PayloadTooLargeError(
+                    "the reply is larger than the server's max_payload; ask for fewer items",
+                    details={"size": len(data)},
+                ) from None
+        except GatewayError as exc:
+            err = exc
+        except Exception as exc:  # the one catch-all: never leak a traceback to callers
+            log.exception("unhandled error in %s", self.span_name)
+            details: dict[str, Any] = {}
+            if span is not None:
+                span.record_exception(exc)
+                details["trace_id"] = format(span.get_span_context().trace_id, "032x")
+            err = InternalError("internal error", details=details)
+        if err is not None:
+            try:
+                await _send_error(msg, codec, err)
+            except Exception:  # connection closing: nothing more we can do
+                log.warning("could not send error reply for %s", self.span_name)
+        return err
+
     async def _handle(self, msg: Msg) -> None:
         if not msg.reply:
             return
         started = time.perf_counter_ns()
-        codec: Codec = JSON
-        err: GatewayError | None = None
         store = self.subjects.store_of(msg.subject)
-        with tracer().start_as_current_span(
-            self.span_name,
-            context=extract_context(msg.headers),
-            kind=trace.SpanKind.SERVER,
-            attributes={"messaging.system": "nats", "esdb.store": store, "esdb.op": self.span_name},
-        ) as span:
-            try:
-                codec = codec_for(msg.headers)
-                if self.op.scope == "global":
-                    if store != "_":
-                        raise StoreNotFoundError(
-                            f"{self.span_name} is not store-scoped; use the store token '_'",
-                            details={"store": store},
-                        )
-                elif store == "_" or not STORE_RE.match(store):
-                    raise InvalidRequestError(
-                        "store id must match [A-Za-z0-9_-]{1,64} (and '_' is reserved for store-less ops)",
-                        details={"field": "store", "reason": "invalid"},
-                    )
-                body = codec.decode(msg.data)
-                if not isinstance(body, dict):
-                    raise InvalidRequestError(
-                        "request body must be an object", details={"field": "body", "reason": "not an object"}
-                    )
-                try:
-                    request = self.op.request.model_validate(body)
-                except ValidationError as exc:
-                    raise InvalidRequestError("invalid request", details=validation_details(exc)) from None
-                result = await self.op.handler(request, self.spec.make_ctx(store))
-                wire = result.to_wire() if isinstance(result, Response) else result.model_dump(mode="python")
-                data = codec.encode(wire)
-                try:
-                    await msg._client.publish(msg.reply, data, headers=_reply_headers(codec))
-                except MaxPayloadError:
-                    raise PayloadTooLargeError(
-                        "the reply is larger than the server's max_payload; ask for fewer items",
-                        details={"size": len(data)},
-                    ) from None
-            except GatewayError as exc:
-                err = exc
-            except Exception as exc:  # the one catch-all: never leak a traceback to callers
-                log.exception("unhandled error in %s", self.span_name)
-                span.record_exception(exc)
-                trace_id = span.get_span_context().trace_id
-                err = InternalError(
-                    "internal error", details={"trace_id": format(trace_id, "032x")} if trace_id else {}
-                )
-            if err is not None:
-                span.set_attribute("esdb.error.code", err.code.value)
-                try:
-                    await _send_error(msg, codec, err)
-                except Exception:  # connection closing: nothing more we can do
-                    log.warning("could not send error reply for %s", self.span_name)
+        t = tracer()
+        if t is None:
+            err = await self._serve(msg, store, None)
+        else:
+            with t.start_as_current_span(
+                self.span_name,
+                context=extract_context(msg.headers),
+                kind=trace.SpanKind.SERVER,
+                attributes={"messaging.system": "nats", "esdb.store": store, "esdb.op": self.span_name},
+            ) as span:
+                err = await self._serve(msg, store, span)
+                if err is not None:
+                    span.set_attribute("esdb.error.code", err.code.value)
         elapsed = time.perf_counter_ns() - started
         inst = instruments()
         attrs = {"op": self.span_name}

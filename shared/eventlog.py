@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -100,9 +99,9 @@ def decode_commit(sm: StoredMsg, stream_id: str) -> list[dict[str, Any]]:
 
 
 def new_event_id() -> str:
-    """A UUIDv7 (time-ordered) for events that come without an id."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
+    """A UUIDv7 (RFC 9562: 48-bit ms timestamp, version 7, variant 10, random rest)."""
+    b = bytearray(time.time_ns().__floordiv__(1_000_000).to_bytes(6, "big") + os.urandom(10))
+    b[6] = (b[6] & 0x0F) | 0x70
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
