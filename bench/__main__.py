@@ -6,7 +6,7 @@ with the command line and versions, and stops everything it started — also on 
 or an error. Targets are informational: the exit code is 0 whenever the run completes.
 
     python -m bench [--quick] [--storage file|memory] [--duration S] [--tail-events N]
-                    [--only seq,conc,atomic,forward,tail] [--loop uvloop|asyncio]
+                    [--only seq,conc,atomic,forward,tail,sub] [--loop uvloop|asyncio]
                     [--instances N] [--wait-quiet S] [--json FILE] [--profile-service FILE]
 
 See docs/performance.md for what each row measures.
@@ -55,6 +55,7 @@ from bench.ops import (
 )
 from bench.procs import Child, rss_mb, service_child, zero_child
 from bench.report import Check, Report, Row
+from bench.subscription import gateway_catch_up, raw_ordered_catch_up
 from shared.natsserver import NatsServer, find_nats_server
 
 __all__ = ["main"]
@@ -444,12 +445,40 @@ async def scenario_tail(x: Ctx) -> None:
     ]
 
 
+async def scenario_sub(x: Ctx) -> None:
+    """Subscription catch-up (issue 3): delivery of a stored stream to an acking subscriber."""
+    n = 5_000 if x.args.quick else 20_000
+    log(f"subscription catch-up of {n:,} events (populating)")
+    pipe = await Pipeline(x.nc).start()
+    subject = f"esdb.log.{STORE}.e.sub-src"
+    for i in range(n):
+        await pipe.publish(subject, commit_payload(i), commit_headers(i))
+    await pipe.finish(within=120)
+    for _ in range(100):
+        try:
+            await x.nc.request("$SRV.PING.esdb-subscription", b"", timeout=0.5)
+            break
+        except (NatsTimeoutError, NoRespondersError):
+            await asyncio.sleep(0.2)
+    log("subscription catch-up")
+    s_gw = await gateway_catch_up(x.nc, STORE, "sub-src", n)
+    s_raw = await raw_ordered_catch_up(x.nc, f"esdb-log-{STORE}", subject, n)
+    ratio = s_gw.events_s / s_raw.events_s if s_raw.events_s else float("nan")
+    sc = f"subscription catch-up of {n:,} events"
+    x.report.rows += [
+        Row(sc, "gateway (subscription service, native ack per event)", s_gw, f"{ratio:.2f}", "",
+            "one NATS message per event to the subscriber; acked JetStream commit per event"),
+        Row(sc, "raw ordered consumer (msgpack decode)", s_raw),
+    ]
+
+
 SCENARIOS = {
     "seq": scenario_seq,
     "conc": scenario_conc,
     "atomic": scenario_atomic,
     "forward": scenario_forward,
     "tail": scenario_tail,
+    "sub": scenario_sub,
 }
 
 
@@ -475,7 +504,7 @@ async def run(args: argparse.Namespace, server: NatsServer, services: list[Child
         CpuMeter(
             {
                 "client": [os.getpid()],
-                "service": [s.pid for s in services],
+                "service": [s.pid for s in services] + list(getattr(args, "extra_service_pids", [])),
                 "nats-server": [server.proc.pid],
                 "zero-work": [zero.pid],
             }
@@ -628,6 +657,11 @@ def main(argv: list[str] | None = None) -> int:
             child = service_child(server.url, args.profile_service if i == 0 else None)
             children.append(child)
             services.append(child.start())
+        args.extra_service_pids = []
+        if "sub" in args.only:
+            sub = service_child(server.url, service="subscription")
+            children.append(sub)
+            args.extra_service_pids.append(sub.start().pid)
         zero = zero_child(server.url, ZERO_SUBJECT, args.loop)
         children.append(zero)
         zero.start()

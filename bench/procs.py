@@ -102,7 +102,7 @@ class Child:
             self.log_path.unlink()
 
 
-def service_child(nats_url: str, profile_to: str | None = None) -> Child:
+def service_child(nats_url: str, profile_to: str | None = None, service: str = "stream") -> Child:
     """``python -m shared.cli serve stream --nats URL`` with stores created on first use.
 
     ``profile_to``: run it under cProfile and write the stats there when it stops."""
@@ -116,8 +116,8 @@ def service_child(nats_url: str, profile_to: str | None = None) -> Child:
     argv = [sys.executable]
     if profile_to:
         argv += ["-m", "cProfile", "-o", profile_to]
-    argv += ["-m", "shared.cli", "serve", "stream", "--nats", nats_url]
-    return Child("stream-service", argv, env)
+    argv += ["-m", "shared.cli", "serve", service, "--nats", nats_url]
+    return Child(f"{service}-service", argv, env)
 
 
 def zero_child(nats_url: str, subject: str, loop: str = "asyncio") -> Child:
