@@ -12,6 +12,8 @@ Binary event data comes back as ``bytes`` with either codec.
 from __future__ import annotations
 
 import base64
+import hashlib
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -23,13 +25,21 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from shared import jetstream
 from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
-from shared.errors import ERROR_CODE_HEADER, GatewayTimeoutError, UnavailableError, error_from_envelope
+from shared.errors import (
+    ERROR_CODE_HEADER,
+    GatewayError,
+    GatewayTimeoutError,
+    UnavailableError,
+    error_from_envelope,
+)
 from shared.eventlog import new_event_id
+from shared.models.schema import SchemaRecord, SchemaSummary
+from shared.models.snapshot import RecordSnapshotResponse, Snapshot
 from shared.models.stream import AppendResponse, RecordedEvent, StoreInfoResponse, is_json_content_type
 from shared.models.subscription import SubscriptionInfo
 from shared.retry import RetryConfig, with_retry
 from shared.subjects import Subjects
-from shared.telemetry import inject_context
+from shared.telemetry import client_span, inject_context
 
 __all__ = ["Deliveries", "Delivery", "GaterClient", "RetryConfig"]
 
@@ -90,10 +100,14 @@ class GaterClient:
         return await with_retry(fn, config or self.retry or RetryConfig(), store=store, op="execute")
 
     async def _request_once(self, store: str, service: str, op: str, body: dict[str, Any]) -> Any:
+        subject = self.subjects.api(store, service, op)
+        with client_span(f"{service}.{op}", {"messaging.system": "nats", "esdb.store": store}):
+            return await self._send(subject, body)
+
+    async def _send(self, subject: str, body: dict[str, Any]) -> Any:
         headers = inject_context({})
         if self.codec is MSGPACK:
             headers[CONTENT_TYPE_HEADER] = MSGPACK.content_type
-        subject = self.subjects.api(store, service, op)
         try:
             msg = await self.nc.request(subject, self.codec.encode(body), timeout=self.timeout, headers=headers or None)
         except NoRespondersError:
@@ -141,25 +155,46 @@ class GaterClient:
         )
         return AppendResponse.model_validate(reply)
 
+    @staticmethod
+    def _raw(body: dict[str, Any], raw: bool) -> dict[str, Any]:
+        """Reads come back upcast to the current schema versions; ``raw=True`` asks for the
+        events as stored."""
+        if raw:
+            body["raw"] = True
+        return body
+
     async def get_events(
-        self, store: str, stream_id: str, start_version: int, count: int, direction: str = "forward"
+        self,
+        store: str,
+        stream_id: str,
+        start_version: int,
+        count: int,
+        direction: str = "forward",
+        *,
+        raw: bool = False,
     ) -> list[RecordedEvent]:
         reply = await self._stream(
             store,
             "read",
-            {"stream_id": stream_id, "start_version": start_version, "count": count, "direction": direction},
+            self._raw(
+                {"stream_id": stream_id, "start_version": start_version, "count": count, "direction": direction}, raw
+            ),
         )
         return self._events(reply)
 
-    async def stream_forward(self, store: str, stream_id: str, start_version: int, count: int) -> list[RecordedEvent]:
+    async def stream_forward(
+        self, store: str, stream_id: str, start_version: int, count: int, *, raw: bool = False
+    ) -> list[RecordedEvent]:
         reply = await self._stream(
-            store, "forward", {"stream_id": stream_id, "start_version": start_version, "count": count}
+            store, "forward", self._raw({"stream_id": stream_id, "start_version": start_version, "count": count}, raw)
         )
         return self._events(reply)
 
-    async def stream_backward(self, store: str, stream_id: str, start_version: int, count: int) -> list[RecordedEvent]:
+    async def stream_backward(
+        self, store: str, stream_id: str, start_version: int, count: int, *, raw: bool = False
+    ) -> list[RecordedEvent]:
         reply = await self._stream(
-            store, "backward", {"stream_id": stream_id, "start_version": start_version, "count": count}
+            store, "backward", self._raw({"stream_id": stream_id, "start_version": start_version, "count": count}, raw)
         )
         return self._events(reply)
 
@@ -193,12 +228,19 @@ class GaterClient:
         await self._stream(store, "delete", {"stream_id": stream_id})
 
     async def read_until(
-        self, store: str, stream_id: str, timestamp: int, *, direction: str = "forward", limit: int = 1000
+        self,
+        store: str,
+        stream_id: str,
+        timestamp: int,
+        *,
+        direction: str = "forward",
+        limit: int = 1000,
+        raw: bool = False,
     ) -> list[RecordedEvent]:
         reply = await self._stream(
             store,
             "read_until",
-            {"stream_id": stream_id, "timestamp": timestamp, "direction": direction, "limit": limit},
+            self._raw({"stream_id": stream_id, "timestamp": timestamp, "direction": direction, "limit": limit}, raw),
         )
         return self._events(reply)
 
@@ -211,12 +253,10 @@ class GaterClient:
         *,
         direction: str = "forward",
         limit: int = 1000,
+        raw: bool = False,
     ) -> list[RecordedEvent]:
-        reply = await self._stream(
-            store,
-            "read_range",
-            {"stream_id": stream_id, "from_ts": from_ts, "to_ts": to_ts, "direction": direction, "limit": limit},
-        )
+        body = {"stream_id": stream_id, "from_ts": from_ts, "to_ts": to_ts, "direction": direction, "limit": limit}
+        reply = await self._stream(store, "read_range", self._raw(body, raw))
         return self._events(reply)
 
     async def version_at(self, store: str, stream_id: str, timestamp: int) -> int:
@@ -231,6 +271,132 @@ class GaterClient:
 
     async def store_info(self, store: str) -> StoreInfoResponse:
         return StoreInfoResponse.model_validate(await self.request(store, "store", "info", {}))
+
+    # --- snapshots (seed names) ----------------------------------------------------------------
+    async def record_snapshot(
+        self,
+        store: str,
+        source_uuid: str,
+        stream_uuid: str,
+        version: int,
+        record: Any,
+        *,
+        metadata: dict[str, Any] | None = None,
+        data_content_type: str = "application/json",
+        chunk_size: int | None = None,
+    ) -> RecordSnapshotResponse:
+        """Record a snapshot (re-recording a version overwrites it). A snapshot too big for one
+        message is sent in chunks (docs/api/snapshot.md#chunked-snapshots); ``chunk_size``
+        forces the chunked form with chunks of that many bytes."""
+        body: dict[str, Any] = {"source_uuid": source_uuid, "stream_uuid": stream_uuid, "version": version}
+        if metadata:
+            body["metadata"] = metadata
+        if data_content_type != "application/json":
+            body["data_content_type"] = data_content_type
+        limit = self.nc.max_payload - 4096
+        if chunk_size is None and len(self.codec.encode({**body, "record": record})) <= limit:
+            return RecordSnapshotResponse.model_validate(
+                await self.request(store, "snapshot", "record", {**body, "record": record})
+            )
+        if is_json_content_type(data_content_type):
+            blob = JSON.encode(record)
+        elif isinstance(record, bytes):
+            blob = record
+        else:
+            raise TypeError(f"record must be bytes for data_content_type {data_content_type!r}")
+        if chunk_size is None:  # base64 makes JSON bodies 4/3 the size of the chunk
+            chunk_size = limit if self.codec is MSGPACK else limit * 3 // 4
+        count = max(1, -(-len(blob) // chunk_size))
+        upload_id = uuid.uuid4().hex
+        reply: Any = None
+        for i in range(count):
+            part = blob[i * chunk_size : (i + 1) * chunk_size]
+            chunk_body = {**body, "upload_id": upload_id, "chunk_index": i, "chunk_count": count}
+            chunk_body["chunk"] = part if self.codec is MSGPACK else base64.b64encode(part).decode("ascii")
+            reply = await self.request(store, "snapshot", "record", chunk_body)
+        return RecordSnapshotResponse.model_validate(reply)
+
+    async def _snapshot_of(self, store: str, reply: dict[str, Any]) -> Snapshot:
+        """A read reply as a Snapshot with its data: chunks fetched and joined, base64 decoded."""
+        ctype = reply.get("data_content_type", "application/json")
+        chunks = reply.get("chunks")
+        if chunks:
+            parts = []
+            for i in range(int(chunks["count"])):
+                body = {
+                    "source_uuid": reply["source_uuid"],
+                    "stream_uuid": reply["stream_uuid"],
+                    "version": reply["version"],
+                    "upload_id": chunks["upload_id"],
+                    "chunk_index": i,
+                }
+                part = (await self.request(store, "snapshot", "read_chunk", body))["chunk"]
+                parts.append(part if isinstance(part, bytes) else base64.b64decode(part))
+            blob = b"".join(parts)
+            digest = "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(blob).digest()).decode("ascii")
+            if digest != chunks["digest"]:
+                raise GatewayError("the snapshot's chunks do not match its digest", details={"digest": digest})
+            reply["data"] = JSON.decode(blob) if is_json_content_type(ctype) else blob
+        elif isinstance(reply.get("data"), str) and not is_json_content_type(ctype):
+            reply["data"] = base64.b64decode(reply["data"])
+        return Snapshot.model_validate(reply)
+
+    async def read_snapshot(
+        self, store: str, source_uuid: str, stream_uuid: str, version: int | Literal["latest"] = "latest"
+    ) -> Snapshot:
+        """The snapshot at ``version``, or the highest one; ``NotFoundError`` when there is none."""
+        body = {"source_uuid": source_uuid, "stream_uuid": stream_uuid, "version": version}
+        return await self._snapshot_of(store, await self.request(store, "snapshot", "read", body))
+
+    async def delete_snapshot(self, store: str, source_uuid: str, stream_uuid: str, version: int) -> None:
+        body = {"source_uuid": source_uuid, "stream_uuid": stream_uuid, "version": version}
+        await self.request(store, "snapshot", "delete", body)
+
+    async def list_snapshots(
+        self, store: str, source_uuid: str, stream_uuid: str, *, include_data: bool = True
+    ) -> list[Snapshot]:
+        """Every snapshot of the stream, ascending by version (chunked ones fetched whole when
+        ``include_data``)."""
+        body: dict[str, Any] = {"source_uuid": source_uuid, "stream_uuid": stream_uuid}
+        if not include_data:
+            body["include_data"] = False
+        reply = await self.request(store, "snapshot", "list", body)
+        if not include_data:
+            return [Snapshot.model_validate(s) for s in reply["snapshots"]]
+        return [await self._snapshot_of(store, s) for s in reply["snapshots"]]
+
+    # --- schemas (seed names) ------------------------------------------------------------------
+    async def register_schema(self, store: str, event_type: str, schema: dict[str, Any]) -> SchemaRecord:
+        """``schema``: ``version``, and optionally ``json_schema``, ``description``,
+        ``upcast_from`` (docs/api/schema.md)."""
+        reply = await self.request(store, "schema", "register", {"event_type": event_type, "schema": schema})
+        return SchemaRecord.model_validate(reply)
+
+    async def get_schema(self, store: str, event_type: str, version: int | None = None) -> SchemaRecord:
+        body: dict[str, Any] = {"event_type": event_type}
+        if version is not None:
+            body["version"] = version
+        return SchemaRecord.model_validate(await self.request(store, "schema", "get", body))
+
+    async def list_schemas(self, store: str) -> list[SchemaSummary]:
+        reply = await self.request(store, "schema", "list", {})
+        return [SchemaSummary.model_validate(s) for s in reply["schemas"]]
+
+    async def unregister_schema(self, store: str, event_type: str, version: int | None = None) -> None:
+        body: dict[str, Any] = {"event_type": event_type}
+        if version is not None:
+            body["version"] = version
+        await self.request(store, "schema", "unregister", body)
+
+    async def upcast_events(self, store: str, events: list[Any]) -> list[Any]:
+        """Events (dicts or RecordedEvents) at their types' current schema versions; each comes
+        back as the kind it was given."""
+        wire = [e.model_dump(mode="python") if isinstance(e, RecordedEvent) else dict(e) for e in events]
+        reply = await self.request(store, "schema", "upcast", {"events": wire})
+        out: list[Any] = []
+        for given, ev in zip(events, reply["events"], strict=True):
+            out.append(self._events({"events": [ev]})[0] if isinstance(given, RecordedEvent) else ev)
+        return out
 
     # --- subscriptions (seed names) -----------------------------------------------------------
     async def save_subscription(

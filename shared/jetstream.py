@@ -31,6 +31,7 @@ from shared.errors import (
     PayloadTooLargeError,
     UnavailableError,
 )
+from shared.telemetry import client_span
 
 __all__ = [
     "JS_BATCH_LIMIT",
@@ -186,7 +187,8 @@ class Log:
     # --- requests ---------------------------------------------------------------------------
     async def _request(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> Msg:
         try:
-            return await self.nc.request(subject, payload, timeout=self.timeout, headers=headers)
+            with client_span(_span_name(subject), {"messaging.system": "nats", "messaging.destination.name": subject}):
+                return await self.nc.request(subject, payload, timeout=self.timeout, headers=headers)
         except NoRespondersError:
             raise UnavailableError("JetStream did not answer (no responders)", details={"subject": subject}) from None
         except NatsTimeoutError:
@@ -286,6 +288,14 @@ class Log:
             headers=headers,
             data=base64.b64decode(m.get("data") or ""),
         )
+
+
+def _span_name(subject: str) -> str:
+    """``jetstream STREAM.INFO``, ``jetstream DIRECT.GET``, ``jetstream publish``: few distinct names."""
+    if subject.startswith("$JS.API."):
+        parts = subject.split(".")
+        return "jetstream " + ".".join(parts[2:4])
+    return "jetstream publish" if ".log." in subject or ".ix." in subject else "nats request"
 
 
 def _parse_headers(raw: bytes) -> dict[str, str]:

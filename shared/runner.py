@@ -21,11 +21,12 @@ from shared import jetstream
 from shared.endpoint import RunningService, start_service
 from shared.settings import Settings
 from shared.subjects import Subjects
-from shared.telemetry import setup_telemetry
+from shared.telemetry import setup_telemetry, shutdown_telemetry
 
 __all__ = ["SERVICES", "connect", "main_for", "run", "run_services", "start_services"]
 
 log = logging.getLogger("esdb.runner")
+
 
 def _discover() -> dict[str, str]:
     """Every package under services/ with a ``service.py`` is a service (``build`` in it)."""
@@ -99,6 +100,7 @@ async def run_services(names: Sequence[str], settings: Settings, on_ready: Calla
     await stop.wait()
     log.info("stopping: draining in-flight requests")
     await running.stop()
+    shutdown_telemetry()
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:

@@ -8,6 +8,7 @@ request's span continues the caller's trace.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -18,12 +19,14 @@ from opentelemetry.propagate import extract, inject
 
 __all__ = [
     "attach",
+    "client_span",
     "detach",
     "emit",
     "extract_context",
     "inject_context",
     "instruments",
     "setup_telemetry",
+    "shutdown_telemetry",
     "tracer",
 ]
 
@@ -53,6 +56,26 @@ def setup_telemetry(service_name: str) -> bool:
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
     _configured = True
     return True
+
+
+def shutdown_telemetry() -> None:
+    """Flush and stop the SDK providers (spans and metrics still buffered are exported)."""
+    global _configured
+    if not _configured:
+        return
+    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+        shutdown = getattr(provider, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+    _configured = False
+
+
+def client_span(name: str, attributes: dict[str, Any]) -> Any:
+    """A CLIENT span around an outgoing request, or a null context while tracing is off."""
+    t = tracer()
+    if t is None:
+        return contextlib.nullcontext()
+    return t.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes)
 
 
 _tracer: trace.Tracer | None = None

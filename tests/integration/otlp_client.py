@@ -1,0 +1,40 @@
+"""Run by test_otlp_export.py in its own process (OpenTelemetry providers are per process):
+one traced append, one error, one request whose retries run out; prints the append's trace id."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from opentelemetry import trace
+
+from shared import jetstream
+from shared.client import GaterClient
+from shared.errors import RetriesExhaustedError, StreamNotFoundError
+from shared.retry import RetryConfig
+from shared.telemetry import setup_telemetry, shutdown_telemetry
+
+
+async def main(url: str) -> None:
+    assert setup_telemetry("otlp-test-client")
+    nc = await jetstream.connect(url)
+    client = GaterClient(nc, retry=RetryConfig(base_delay_ms=10, max_delay_ms=20, max_retries=2))
+    tracer = trace.get_tracer("otlp-test")
+    with tracer.start_as_current_span("caller") as caller:
+        await client.append_events("otel", "traced", [{"event_type": "Traced", "data": {"x": 1}}])
+        trace_id = format(caller.get_span_context().trace_id, "032x")
+    try:
+        await client.stream_forward("otel", "no-such-stream", 0, 10)
+    except StreamNotFoundError:
+        pass
+    try:
+        await client.request("otel", "nobody", "home", {})
+    except RetriesExhaustedError:
+        pass
+    await nc.drain()
+    shutdown_telemetry()
+    print(trace_id, flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
