@@ -26,11 +26,17 @@ async def main(url: str) -> None:
     try:
         await client.stream_forward("otel", "no-such-stream", 0, 10)
     except StreamNotFoundError:
-        pass
+        failed = True
+    else:
+        failed = False
+    assert failed, "expected stream_not_found"
     try:
         await client.request("otel", "nobody", "home", {})
     except RetriesExhaustedError:
-        pass
+        exhausted = True
+    else:
+        exhausted = False
+    assert exhausted, "expected retries_exhausted"
     await nc.drain()
     shutdown_telemetry()
     print(trace_id, flush=True)
