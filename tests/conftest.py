@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -27,6 +29,13 @@ from shared.settings import Settings
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--nats-url", default=None, help="run against this NATS server instead of starting one")
+    parser.addoption(
+        "--nats-container",
+        default=None,
+        metavar="IMAGE",
+        help="run the suite against a NATS container (testcontainers), e.g. nats:2.12; "
+        "every test skips with the reason when no Docker engine answers",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,11 +48,39 @@ def nats_server(request: pytest.FixtureRequest) -> Iterator[NatsServer | str]:
     if url:
         yield url
         return
+    image = request.config.getoption("--nats-container")
+    if image:
+        yield from _container(image)
+        return
     server = NatsServer().start()
     try:
         yield server
     finally:
         server.cleanup()
+
+
+def _container(image: str) -> Iterator[str]:
+    """The same suite against a stock NATS image, when a Docker engine answers."""
+    from tests.integration.test_docker import DOCKER_AVAILABLE
+
+    if not DOCKER_AVAILABLE:
+        pytest.skip(f"--nats-container {image}: no Docker engine reachable")
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    with tempfile.TemporaryDirectory(prefix="esdb-container-") as tmp:
+        conf = Path(tmp) / "nats.conf"
+        # like the harness's server: JetStream and an 8 MB max_payload (the CLI has no flag for it)
+        conf.write_text("port: 4222\nmax_payload: 8MB\njetstream { store_dir: /data }\n")
+        container = (
+            DockerContainer(image)
+            .with_volume_mapping(str(conf), "/etc/esdb/nats.conf", "ro")
+            .with_command("-c /etc/esdb/nats.conf")
+            .with_exposed_ports(4222)
+            .waiting_for(LogMessageWaitStrategy("Server is ready"))
+        )
+        with container:
+            yield f"nats://{container.get_container_host_ip()}:{container.get_exposed_port(4222)}"
 
 
 @pytest.fixture(scope="session")
