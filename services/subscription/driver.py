@@ -348,6 +348,7 @@ class Supervisor:
         self.drivers: dict[tuple[str, str], tuple[Driver, Lease]] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self.defs: dict[tuple[str, str], Definition] = {}  # as of the last reconcile
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="subscription-supervisor")
@@ -392,6 +393,7 @@ class Supervisor:
 
     async def reconcile(self) -> None:
         defs = {(d.store, d.key): d for d in await self.store.definitions()}
+        self.defs = defs
         for k in list(self.drivers):
             if k not in defs:
                 driver, lease = self.drivers.pop(k)

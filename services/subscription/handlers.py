@@ -130,7 +130,10 @@ async def ack(req: AckRequest, ctx: SubCtx) -> OkResponse:
     """Seed: ``ack_event(store, stream_id, subscription_name, event_number)``. Goes to the
     instance delivering each subscription of that name."""
     await ctx.subs.ensure_store(ctx.store)
-    defs = [d for d in await ctx.subs.definitions(ctx.store) if d.name == req.subscription_name]
+    # the supervisor's copy first (acks are frequent); the bucket when it does not know the name
+    defs = [d for (st, _), d in ctx.supervisor.defs.items() if st == ctx.store and d.name == req.subscription_name]
+    if not defs:
+        defs = [d for d in await ctx.subs.definitions(ctx.store) if d.name == req.subscription_name]
     if not defs:
         raise SubscriptionNotFoundError(
             f"no subscription named {req.subscription_name!r}", details={"name": req.subscription_name}

@@ -375,7 +375,7 @@ async def test_kill_and_restart_resumes_from_the_checkpoint_without_loss(
         await c.append_events(st, "r", [ev("X", {"i": i}) for i in range(50)])
         subject = inbox()
         async with c.deliveries(subject) as d:
-            await c.save_subscription(st, "stream", "r", "survivor", "start", subject, ack_wait_ms=1000)
+            await c.save_subscription(st, "stream", "r", "survivor", "start", subject, ack_wait_ms=10_000)
             first = await collect(d, 50)
             assert [x.version for x in first] == list(range(50))
             await _eventually(lambda: _checkpoint(c, st, "survivor"), 49)
@@ -491,7 +491,7 @@ async def test_subscription_survives_a_nats_server_restart(sub_server: NatsServe
     await c.append_events(st, "restart", [ev("X", {"i": i}) for i in range(10)])
     subject = inbox()
     async with c.deliveries(subject) as d:
-        await c.save_subscription(st, "stream", "restart", "durable", "start", subject, ack_wait_ms=1000)
+        await c.save_subscription(st, "stream", "restart", "durable", "start", subject, ack_wait_ms=10_000)
         assert [x.version for x in await collect(d, 10)] == list(range(10))
         await _eventually(lambda: _checkpoint(c, st, "durable"), 9)
         await asyncio.to_thread(sub_server.stop)
