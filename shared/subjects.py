@@ -33,13 +33,14 @@ STORE_RE: Final = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 PREFIX_RE: Final = re.compile(r"\A[A-Za-z0-9_-]{1,32}\Z")
 MAX_STREAM_ID_BYTES: Final = 256
 
+_PLAIN: Final = re.compile(r"[A-Za-z0-9_-]+")
 _SAFE: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _ESCAPE: Final = tuple(chr(b) if b in _SAFE else f"%{b:02X}" for b in range(256))
 
 
 def encode_token(value: str) -> str:
     """One subject token for an arbitrary UTF-8 string (injective, readable for plain ids)."""
-    if value.isascii() and all(c.isalnum() or c in "_-" for c in value):
+    if _PLAIN.fullmatch(value):
         return value
     return "".join(_ESCAPE[b] for b in value.encode("utf-8"))
 
@@ -118,6 +119,43 @@ class Subjects:
     def index_event_id(self, store: str, event_id: str) -> str:
         return f"{self.prefix}.ix.{store}.id.{encode_token(event_id)}"
 
+    def index_cause(self, store: str, causation_id: str, event_id: str | None = None) -> str:
+        """Causation index (docs/adr/0012-causation-index.md): one subject per (cause, effect);
+        ``event_id`` None gives the wildcard over every effect of the cause."""
+        tail = "*" if event_id is None else encode_token(event_id)
+        return f"{self.prefix}.ix.{store}.cause.{encode_token(causation_id)}.{tail}"
+
+    def index_corr(self, store: str, correlation_id: str, event_id: str | None = None) -> str:
+        """Correlation index: one subject per (correlation id, event); None = every event."""
+        tail = "*" if event_id is None else encode_token(event_id)
+        return f"{self.prefix}.ix.{store}.corr.{encode_token(correlation_id)}.{tail}"
+
+    # --- links, scavenger, causation, health (issue 7) ------------------------------------
+    def links_bucket(self) -> str:
+        """KV bucket of every store's link definitions, progress and driving leases (ADR 0010)."""
+        return f"{self.prefix}-links"
+
+    def scavenger_bucket(self) -> str:
+        """KV bucket of every store's retention policies and the scheduler's lease (ADR 0011)."""
+        return f"{self.prefix}-scavenger"
+
+    def archive_bucket(self, store: str) -> str:
+        """Object Store bucket of a store's scavenge archives (one object per scavenge)."""
+        return f"{self.prefix}-archive-{store}"
+
+    def causation_bucket(self) -> str:
+        """KV bucket of the causation indexers' leases (one indexer per store, ADR 0012)."""
+        return f"{self.prefix}-causation"
+
+    def log_stream_prefix(self) -> str:
+        """The common start of every store's log stream name (``<prefix>-log-<store>``)."""
+        return f"{self.prefix}-log-"
+
+    @staticmethod
+    def srv_ping(service: str | None = None) -> str:
+        """ADR-32 discovery: ``$SRV.PING`` (every service) or ``$SRV.PING.<name>``."""
+        return "$SRV.PING" if service is None else f"$SRV.PING.{service}"
+
     # --- snapshots and schemas (KV buckets and an object store per store) --------------------
     def snapshot_bucket(self, store: str) -> str:
         """KV bucket of a store's snapshots (docs/adr/0005-snapshots.md)."""
@@ -150,6 +188,11 @@ class Subjects:
         return f"$O.{bucket}.C.{nuid}"
 
     @staticmethod
+    def obj_all(bucket: str) -> list[str]:
+        """The subjects of an Object Store bucket's stream: chunks and metas (ADR-20)."""
+        return [f"$O.{bucket}.C.>", f"$O.{bucket}.M.>"]
+
+    @staticmethod
     def obj_meta(bucket: str, name: str) -> str:
         """The meta subject of one object: its name in padded URL-safe base64 (ADR-20)."""
         return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode('utf-8')).decode('ascii')}"
@@ -174,3 +217,42 @@ class Subjects:
     def dlq_subject(self, store: str, key: str) -> str:
         """Parked events of one subscription."""
         return f"{self.prefix}.dlq.{store}.{key}"
+
+    # --- channels (SPEC.md §9, docs/api/channel.md) --------------------------------------------
+    def channel(self, channel: str, topic: str) -> str:
+        """Delivery subject of a channel message, ``<prefix>.ch.<channel>.<topic tokens>``. Only
+        the channel service publishes here (nats/permissions.conf); subscribers may put NATS
+        wildcards in ``topic`` (``user.*``, ``>``)."""
+        return f"{self.prefix}.ch.{channel}.{topic}"
+
+    def channel_log_stream(self) -> str:
+        """The JetStream stream keeping the durable channels' messages (alerts, security)."""
+        return f"{self.prefix}-chlog"
+
+    def channel_log(self, channel: str, topic: str) -> str:
+        """Where a durable channel's message is stored (``topic`` may be a wildcard filter)."""
+        return f"{self.prefix}.chlog.{channel}.{topic}"
+
+    def channel_log_all(self) -> str:
+        return f"{self.prefix}.chlog.>"
+
+    def channel_rate_stream(self) -> str:
+        """Counter stream of the per-topic, per-second rate limits shared by channel instances."""
+        return f"{self.prefix}-chrate"
+
+    def channel_rate(self, channel: str, second: int, topic: str) -> str:
+        return f"{self.prefix}.chrate.{channel}.{second}.{topic}"
+
+    def channel_rate_all(self) -> str:
+        return f"{self.prefix}.chrate.>"
+
+    def channel_replay_stream(self) -> str:
+        """Stream whose message-id de-duplication remembers the HMAC signatures already accepted."""
+        return f"{self.prefix}-chreplay"
+
+    def channel_replay(self) -> str:
+        return f"{self.prefix}.chreplay"
+
+    def channel_subs_bucket(self) -> str:
+        """KV bucket of the subscribe-with-token forwardings, watched by every channel instance."""
+        return f"{self.prefix}-chsubs"

@@ -132,10 +132,29 @@ class Driver:
 
     # --- pulling and delivering ---------------------------------------------------------------
     async def _run(self) -> None:
-        js = self.nc.jetstream()
-        psub = await js.pull_subscribe_bind(
-            durable=self.d.consumer, stream=self.subjects.log_stream(self.d.store), pending_msgs_limit=20_000
-        )
+        """Pull requests of up to ``room`` messages, answered on our own inbox: messages are
+        handled in the inbox callback as they arrive (nats-py's ``fetch`` spends a task per
+        message); a status message (408 expired, 404 nothing) or a full batch ends a request."""
+        inbox = self.nc.new_inbox()
+        pull = f"$JS.API.CONSUMER.MSG.NEXT.{self.subjects.log_stream(self.d.store)}.{self.d.consumer}"
+        state = {"left": 0}
+        done = asyncio.Event()
+
+        async def on_msg(msg: Msg) -> None:
+            hdrs = msg.headers
+            if hdrs is not None and "Status" in hdrs and not msg.data:
+                if hdrs["Status"] in ("404", "408", "409"):  # nothing now / expired / consumer gone
+                    done.set()
+                return
+            try:
+                await self._handle(msg)
+            except Exception:
+                log.exception("subscription %s: could not deliver a commit", self.d.key)
+            state["left"] -= 1
+            if state["left"] <= 0:
+                done.set()
+
+        sub = await self.nc.subscribe(inbox, cb=on_msg, pending_msgs_limit=50_000)
         try:
             while True:
                 room = self.d.max_in_flight - len(self.pending)
@@ -144,20 +163,19 @@ class Driver:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._room.wait(), 1.0)
                     continue
+                batch = min(room, 256)
+                state["left"] = batch
+                done.clear()
+                await self.nc.publish(
+                    pull, json.dumps({"batch": batch, "expires": 1_000_000_000}).encode(), reply=inbox
+                )
                 try:
-                    msgs = await psub.fetch(min(room, 256), timeout=1.0)
-                except TimeoutError:
-                    continue
-                except Exception as exc:  # consumer deleted, connection trouble: retry calmly
-                    if type(exc).__name__ in ("NotFoundError", "ServiceUnavailableError"):
-                        await asyncio.sleep(0.5)
-                        continue
-                    raise
-                for msg in msgs:
-                    await self._handle(msg)
+                    await asyncio.wait_for(done.wait(), 2.0)
+                except TimeoutError:  # no answer at all (consumer or server gone): ask again calmly
+                    await asyncio.sleep(0.2)
         finally:
             with contextlib.suppress(Exception):
-                await psub.unsubscribe()
+                await sub.unsubscribe()
 
     async def _handle(self, msg: Msg) -> None:
         meta = msg.metadata
