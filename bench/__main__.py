@@ -1,13 +1,15 @@
 """``python -m bench`` / ``gater bench``: the gateway against raw JetStream, in one run.
 
-Starts its own nats-server (port 0, temp dir), the stream service and a zero-work responder
-(each in its own process), measures every scenario for a fixed window, prints a markdown table
-with the command line and versions, and stops everything it started — also on Ctrl-C, SIGTERM
-or an error. Targets are informational: the exit code is 0 whenever the run completes.
+Starts its own nats-server (port 0, temp dir) — or, with ``--replicas 3``, a 3-node cluster
+on loopback — the stream service and a zero-work responder (each in its own process), measures
+every scenario for a fixed window, prints a markdown table with the command line and versions,
+and stops everything it started — also on Ctrl-C, SIGTERM or an error. Targets are
+informational: the exit code is 0 whenever the run completes.
 
-    python -m bench [--quick] [--storage file|memory] [--duration S] [--tail-events N]
-                    [--only seq,conc,atomic,forward,tail,sub] [--loop uvloop|asyncio]
-                    [--instances N] [--wait-quiet S] [--json FILE] [--profile-service FILE]
+    python -m bench [--quick] [--storage file|memory] [--replicas 1|3] [--sync default|always]
+                    [--duration S] [--tail-events N] [--only seq,conc,atomic,forward,tail,sub]
+                    [--loop uvloop|asyncio] [--instances N] [--wait-quiet S] [--json FILE]
+                    [--profile-service FILE]
 
 See docs/performance.md for what each row measures.
 """
@@ -56,7 +58,7 @@ from bench.ops import (
 from bench.procs import Child, rss_mb, service_child, zero_child
 from bench.report import Check, Report, Row
 from bench.subscription import gateway_catch_up, raw_ordered_catch_up
-from shared.natsserver import NatsServer, find_nats_server
+from shared.natsserver import NatsCluster, NatsServer, find_nats_server
 
 __all__ = ["main"]
 
@@ -89,6 +91,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="2 s per row instead of 5 (the whole run takes about a minute)")
     p.add_argument("--storage", choices=["file", "memory"], default="file", help="JetStream storage (default file)")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="1: one nats-server (default); 3: a 3-node cluster on loopback, the bench store and the raw "
+        "streams with 3 replicas, the services connected to all three nodes",
+    )
+    p.add_argument(
+        "--sync",
+        choices=["default", "always"],
+        default="default",
+        help="JetStream sync_interval of the server(s): default (lazy, fsync every 2 min) or always "
+        "(fsync before every acknowledgement)",
+    )
     p.add_argument("--duration", type=float, default=None, help="seconds per row (default 5, --quick 2)")
     p.add_argument(
         "--tail-events",
@@ -205,13 +222,28 @@ async def _wait_zero(nc: Client, zero: Child, within: float = 20.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def _raw_streams(nc: Client, storage: str) -> None:
+async def _raw_streams(nc: Client, storage: str, replicas: int) -> None:
     js = nc.jetstream()
     st = StorageType.MEMORY if storage == "memory" else StorageType.FILE
-    await js.add_stream(StreamConfig(name=RAW_STREAM, subjects=["raw.>"], storage=st, allow_direct=True))
-    await js.add_stream(
-        StreamConfig(name=RAW_ATOMIC_STREAM, subjects=["rawatomic.>"], storage=st, allow_direct=True, allow_atomic=True)
-    )
+    common: dict[str, Any] = {"storage": st, "allow_direct": True, "num_replicas": replicas}
+    await js.add_stream(StreamConfig(name=RAW_STREAM, subjects=["raw.>"], **common))
+    await js.add_stream(StreamConfig(name=RAW_ATOMIC_STREAM, subjects=["rawatomic.>"], allow_atomic=True, **common))
+
+
+async def _create_store(nc: Client, storage: str, replicas: int, within: float = 60.0) -> None:
+    """``store.create`` of the bench store; a new cluster may need a few seconds to elect its
+    JetStream meta leader, so retriable refusals are retried until ``within``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    body = {"storage": storage, "replicas": replicas}
+    while True:
+        try:
+            await _call(nc, f"esdb.api.{STORE}.store.create", body, within=10.0)
+            return
+        except (BenchError, NatsTimeoutError) as exc:
+            if loop.time() > deadline:
+                raise BenchError(f"could not create the bench store: {exc}") from None
+            await asyncio.sleep(0.5)
 
 
 def _hop_model(raw: Sample, zero: Sample) -> str:
@@ -466,8 +498,14 @@ async def scenario_sub(x: Ctx) -> None:
     ratio = s_gw.events_s / s_raw.events_s if s_raw.events_s else float("nan")
     sc = f"subscription catch-up of {n:,} events"
     x.report.rows += [
-        Row(sc, "gateway (subscription service, native ack per event)", s_gw, f"{ratio:.2f}", "",
-            "one NATS message per event to the subscriber; acked JetStream commit per event"),
+        Row(
+            sc,
+            "gateway (subscription service, native ack per event)",
+            s_gw,
+            f"{ratio:.2f}",
+            "",
+            "one NATS message per event to the subscriber; acked JetStream commit per event",
+        ),
         Row(sc, "raw ordered consumer (msgpack decode)", s_raw),
     ]
 
@@ -483,8 +521,9 @@ SCENARIOS = {
 
 
 # --- the run ------------------------------------------------------------------------------------
-async def run(args: argparse.Namespace, server: NatsServer, services: list[Child], zero: Child, report: Report) -> None:
-    assert server.proc is not None
+async def run(
+    args: argparse.Namespace, url: str, server_pids: list[int], services: list[Child], zero: Child, report: Report
+) -> None:
     # SIGTERM cancels this task (Ctrl-C does the same through asyncio's runner), so the
     # cancellation unwinds every await cleanly instead of surfacing in a random callback.
     loop = asyncio.get_running_loop()
@@ -505,20 +544,22 @@ async def run(args: argparse.Namespace, server: NatsServer, services: list[Child
             {
                 "client": [os.getpid()],
                 "service": [s.pid for s in services] + list(getattr(args, "extra_service_pids", [])),
-                "nats-server": [server.proc.pid],
+                "nats-server": server_pids,
                 "zero-work": [zero.pid],
             }
         )
     )
-    nc = await nats.connect(server.url, name="bench-client", max_reconnect_attempts=2, pending_size=64 * 1024 * 1024)
+    nc = await nats.connect(
+        servers=url.split(","), name="bench-client", max_reconnect_attempts=2, pending_size=64 * 1024 * 1024
+    )
     try:
         await _wait_services(nc, services)
         service = services[0]
-        await _call(nc, f"esdb.api.{STORE}.store.create", {"storage": args.storage})
+        await _create_store(nc, args.storage, args.replicas)
         await _wait_zero(nc, zero)
         await asyncio.sleep(0.5)
         rss_start = rss_mb(service.pid)
-        await _raw_streams(nc, args.storage)
+        await _raw_streams(nc, args.storage, args.replicas)
         x = Ctx(args, nc, report)
         for name in args.only:
             check_stop()
@@ -635,6 +676,8 @@ def main(argv: list[str] | None = None) -> int:
             "commit": _commit(),
             **_versions(),
             "storage": args.storage,
+            "replicas": args.replicas,
+            "sync": args.sync,
             "client_loop": args.loop,
             "background_load_pct_of_one_core": load,
             "duration_s": args.duration,
@@ -644,33 +687,42 @@ def main(argv: list[str] | None = None) -> int:
             "scenarios": args.only,
         }
     )
-    server: NatsServer | None = None
+    server: NatsServer | NatsCluster | None = None
     children: list[Child] = []
     started = time.perf_counter()
     rc = 0
+    sync_always = args.sync == "always"
     try:
-        server = NatsServer(port=0, name="esdb-bench")
-        log(f"starting nats-server ({args.storage} storage), stream service, zero-work responder")
-        server.start()
+        what = f"{args.storage} storage, sync_interval {args.sync}"
+        if args.replicas > 1:
+            log(f"starting a {args.replicas}-node nats-server cluster ({what}), stream service, zero-work responder")
+            server = NatsCluster(args.replicas, sync_always=sync_always).start()
+            nodes = server.nodes
+        else:
+            log(f"starting nats-server ({what}), stream service, zero-work responder")
+            server = NatsServer(port=0, name="esdb-bench", sync_always=sync_always).start()
+            nodes = [server]
+        url = ",".join(n.url for n in nodes)  # the services and the client know every node
+        server_pids = [n.proc.pid for n in nodes if n.proc is not None]
         services = []
         for i in range(args.instances):
-            child = service_child(server.url, args.profile_service if i == 0 else None)
+            child = service_child(url, args.profile_service if i == 0 else None)
             children.append(child)
             services.append(child.start())
         args.extra_service_pids = []
         if "sub" in args.only:
-            sub = service_child(server.url, service="subscription")
+            sub = service_child(url, service="subscription")
             children.append(sub)
             args.extra_service_pids.append(sub.start().pid)
-        zero = zero_child(server.url, ZERO_SUBJECT, args.loop)
+        zero = zero_child(url, ZERO_SUBJECT, args.loop)
         children.append(zero)
         zero.start()
         if args.loop == "uvloop":
             import uvloop
 
-            uvloop.run(run(args, server, services, zero, report))
+            uvloop.run(run(args, url, server_pids, services, zero, report))
         else:
-            asyncio.run(run(args, server, services, zero, report))
+            asyncio.run(run(args, url, server_pids, services, zero, report))
     except (KeyboardInterrupt, asyncio.CancelledError, Interrupted):
         log("interrupted: stopping everything")
         rc = 130

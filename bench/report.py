@@ -123,7 +123,9 @@ class Report:
                 f"command: `{m['command']}`",
                 f"date: {m['date']}; machine: {m['machine']}; project commit: {m['commit']}",
                 f"versions: nats-server {m['nats_server']}, nats-py {m['nats_py']}, python {m['python']}"
-                f"; storage: {m['storage']}; window per row: {m['duration_s']:g} s"
+                f"; storage: {m['storage']}, replicas: {m.get('replicas', 1)}"
+                f" ({'one server' if m.get('replicas', 1) == 1 else 'a cluster of as many servers'})"
+                f", sync_interval: {m.get('sync', 'default')}; window per row: {m['duration_s']:g} s"
                 f"; client loop: {m['client_loop']}; stream-service instances: {m['service_instances']}",
                 f"background load before the run: {m['background_load_pct_of_one_core']:.0f} % of one core",
             ]

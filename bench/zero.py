@@ -1,4 +1,4 @@
-"""The zero-work responder: ``python -m bench.zero NATS_URL SUBJECT [uvloop|asyncio]``.
+"""The zero-work responder: ``python -m bench.zero NATS_URL[,URL…] SUBJECT [uvloop|asyncio]``.
 
 A nats-py subscriber in a queue group that answers every request with ``b"{}"`` at once. The
 benchmark runs it in its own process, so one request to it costs exactly what one extra
@@ -25,7 +25,8 @@ REPLY = b"{}"
 
 async def serve(url: str, subject: str) -> None:
     parent = os.getppid()
-    nc = await nats.connect(url, name="bench-zero", max_reconnect_attempts=3, reconnect_time_wait=0.2)
+    servers = [u for u in url.split(",") if u]  # a cluster: every node, like the services
+    nc = await nats.connect(servers=servers, name="bench-zero", max_reconnect_attempts=3, reconnect_time_wait=0.2)
     publish = nc.publish
 
     async def on_request(msg: Msg) -> None:

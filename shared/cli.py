@@ -1,7 +1,8 @@
 """The ``gater`` command.
 
-gater up [--data-dir DIR] [--port N] [--nats URL]   everything on an embedded nats-server
-gater serve SERVICE... [--nats URL]                 chosen services against a given NATS
+gater up [--data-dir DIR] [--port N] [--nats URL] [--sync always]
+                                                    everything on an embedded nats-server
+gater serve SERVICE... [--nats URL] [--ready-file F] chosen services against a given NATS
 gater bench [--quick] ...                           the benchmark (see bench/)
 """
 
@@ -31,11 +32,20 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 def _up(args: argparse.Namespace) -> int:
     server: NatsServer | None = None
     url = args.nats or os.environ.get("NATS_URL")
+    if url and args.sync == "always":
+        print(
+            "gater up: --sync always sets the embedded server's sync_interval; with --nats/NATS_URL set "
+            "'sync_interval: always' in that server's jetstream block instead",
+            file=sys.stderr,
+        )
+        return 2
     if not url:
         data_dir = Path(args.data_dir).resolve()
-        server = NatsServer(port=args.port, data_dir=data_dir, name="esdb-gater").start()
+        sync_always = args.sync == "always"
+        server = NatsServer(port=args.port, data_dir=data_dir, name="esdb-gater", sync_always=sync_always).start()
         url = server.url
-        print(f"nats-server {server.url} (JetStream data in {data_dir / 'jetstream'})", flush=True)
+        durability = "; sync_interval always: fsync before every acknowledgement" if sync_always else ""
+        print(f"nats-server {server.url} (JetStream data in {data_dir / 'jetstream'}{durability})", flush=True)
     settings = _settings(args, nats_url=url, auto_create_stores=True)
 
     def ready() -> None:
@@ -57,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
     names = list(SERVICES) if args.services == ["all"] else args.services
     settings = _settings(args)
     with contextlib.suppress(KeyboardInterrupt):
-        run(run_services(names, settings))
+        run(run_services(names, settings, ready_file=args.ready_file))
     return 0
 
 
@@ -70,11 +80,24 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--data-dir", default=os.environ.get("ESDB_GATER_DATA_DIR", ".gater-data"))
     up.add_argument("--port", type=int, default=4222, help="client port of the embedded server (0 = any)")
     up.add_argument("--nats", help="use this NATS URL instead of starting a server (or NATS_URL)")
+    up.add_argument(
+        "--sync",
+        choices=["default", "always"],
+        default="default",
+        help="JetStream sync_interval of the embedded server: default (acknowledge before fsync; fsync "
+        "every 2 min) or always (fsync every write before acknowledging it; slower, survives power loss)",
+    )
     up.set_defaults(func=_up)
 
     serve = sub.add_parser("serve", help="run chosen services against an existing NATS")
     serve.add_argument("services", nargs="+", help=f"any of: {', '.join(SERVICES)}, or all")
     serve.add_argument("--nats", help="NATS URL(s), comma-separated (default: ESDB_GATER_NATS_URL)")
+    serve.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        help="once started, write this process's ADR-32 instance ids here, for `python -m shared.probe "
+        "--ready-file PATH` (a container health check); removed on shutdown",
+    )
     serve.set_defaults(func=_serve)
 
     bench = sub.add_parser("bench", help="benchmark the gateway against raw JetStream", add_help=False)

@@ -11,9 +11,12 @@ Binary event data comes back as ``bytes`` with either codec.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -23,7 +26,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from shared import jetstream
+from shared import jetstream, security
 from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
 from shared.errors import (
     ERROR_CODE_HEADER,
@@ -33,6 +36,11 @@ from shared.errors import (
     error_from_envelope,
 )
 from shared.eventlog import new_event_id
+from shared.models.causation import GraphResponse
+from shared.models.channel import ChannelInfo, HistoryResponse, PublishResponse, SubscribeResponse
+from shared.models.health import HealthReport, MemoryStatsResponse
+from shared.models.link import LinkInfo
+from shared.models.scavenger import ArchiveReadResponse, Policy, ScavengeResult, ScavengeResults
 from shared.models.schema import SchemaRecord, SchemaSummary
 from shared.models.snapshot import RecordSnapshotResponse, Snapshot
 from shared.models.stream import AppendResponse, RecordedEvent, StoreInfoResponse, is_json_content_type
@@ -41,7 +49,7 @@ from shared.retry import RetryConfig, with_retry
 from shared.subjects import Subjects
 from shared.telemetry import client_span, inject_context
 
-__all__ = ["Deliveries", "Delivery", "GaterClient", "RetryConfig"]
+__all__ = ["ChannelDelivery", "ChannelSubscription", "Deliveries", "Delivery", "GaterClient", "RetryConfig"]
 
 T = TypeVar("T")
 _DEFAULT_RETRY = RetryConfig()
@@ -439,6 +447,193 @@ class GaterClient:
         Subscribe before (or right after) ``save_subscription``; use as ``async with``."""
         return Deliveries(self.nc, subscriber, queue)
 
+    # --- channels (esdb_channel_server: publish / subscribe / unsubscribe) -----------------------
+    async def publish(
+        self,
+        channel: str,
+        topic: str,
+        message: Any,
+        token: str | None = None,
+        *,
+        secret: bytes | str | None = None,
+    ) -> PublishResponse:
+        """``publish(Channel, Topic, Msg[, Token])``: ok or the error (``rate_limited``,
+        ``signature_required``, ``unauthorized`` …) raised. ``secret`` signs the message first
+        (docs/security.md). Never retried automatically: a rate-limited caller decides, and a
+        signed message sent twice is a replay."""
+        if secret is not None:
+            message = security.sign(message, secret)
+        body: dict[str, Any] = {"channel": channel, "topic": topic, "message": message}
+        if token:
+            body["capability_token"] = token
+        return PublishResponse.model_validate(await self._request_once("_", "channel", "publish", body))
+
+    async def subscribe(
+        self,
+        channel: str,
+        topic: str,
+        token: str | None = None,
+        *,
+        queue: str = "",
+        after_seq: int | None = None,
+    ) -> ChannelSubscription:
+        """``subscribe(Channel, Topic[, Token])``. Without a token: a NATS subscription on
+        ``<prefix>.ch.<channel>.<topic>`` (wildcards and a ``queue`` group allowed). With one: the
+        service forwards the topic to a private inbox after checking the token
+        (``channel.subscribe``). ``after_seq`` (durable channels): first deliver what the channel
+        kept after that position (``channel.history``), then live messages, without duplicates.
+        ``token=""`` goes through the service without a token (channels whose mode allows it)."""
+        if token is None:
+            sub = await self.nc.subscribe(self.subjects.channel(channel, topic), queue=queue)
+            out = ChannelSubscription(self, channel, topic, sub)
+        else:
+            if queue:
+                raise ValueError("queue groups apply to NATS subscriptions, not token forwardings")
+            inbox = self.nc.new_inbox()
+            sub = await self.nc.subscribe(inbox)
+            body: dict[str, Any] = {"channel": channel, "topic": topic, "deliver_to": inbox}
+            if token:
+                body["capability_token"] = token
+            try:
+                reply = await self.request("_", "channel", "subscribe", body)
+            except BaseException:
+                await sub.unsubscribe()
+                raise
+            ack = SubscribeResponse.model_validate(reply)
+            out = ChannelSubscription(self, channel, topic, sub, forward_id=ack.id, expires_at=ack.expires_at)
+        await jetstream.flush_barrier(self.nc)
+        if after_seq is not None:
+            try:
+                await out.catch_up(after_seq, token)
+            except BaseException:
+                await out.close()
+                raise
+        return out
+
+    async def unsubscribe(self, subscription: ChannelSubscription) -> None:
+        """``unsubscribe(Channel, Topic, Pid)``: stop receiving (and stop the forwarding)."""
+        await subscription.close()
+
+    async def channel_history(
+        self, channel: str, topic: str = ">", after_seq: int = 0, limit: int = 100, token: str | None = None
+    ) -> HistoryResponse:
+        body: dict[str, Any] = {"channel": channel, "topic": topic, "after_seq": after_seq, "limit": limit}
+        if token:
+            body["capability_token"] = token
+        return HistoryResponse.model_validate(await self.request("_", "channel", "history", body))
+
+    async def channels(self) -> list[ChannelInfo]:
+        """The channel table in effect (priority, rate limit, HMAC, capability mode, durable)."""
+        reply = await self.request("_", "channel", "list", {})
+        return [ChannelInfo.model_validate(c) for c in reply["channels"]]
+
+    # --- stream links (seed names; docs/api/link.md) ----------------------------------------------
+    async def create_link(self, store: str, spec: dict[str, Any]) -> LinkInfo:
+        """``create_link(store, spec)``: ``{name, source, filter?, transform?, backfill?}``. Not started."""
+        return LinkInfo.model_validate(await self.request(store, "link", "create", spec))
+
+    async def start_link(self, store: str, name: str) -> LinkInfo:
+        return LinkInfo.model_validate(await self.request(store, "link", "start", {"name": name}))
+
+    async def stop_link(self, store: str, name: str) -> LinkInfo:
+        """Returns once no instance forwards the link any more."""
+        return LinkInfo.model_validate(await self.request(store, "link", "stop", {"name": name}))
+
+    async def delete_link(self, store: str, name: str, *, delete_stream: bool = False) -> None:
+        """Stop and remove a link; ``$link:<name>`` stays unless ``delete_stream``."""
+        await self.request(store, "link", "delete", {"name": name, "delete_stream": delete_stream})
+
+    async def get_link(self, store: str, name: str) -> LinkInfo:
+        return LinkInfo.model_validate(await self.request(store, "link", "get", {"name": name}))
+
+    async def list_links(self, store: str) -> list[LinkInfo]:
+        reply = await self.request(store, "link", "list", {})
+        return [LinkInfo.model_validate(x) for x in reply["links"]]
+
+    async def link_info(self, store: str, name: str) -> LinkInfo:
+        return LinkInfo.model_validate(await self.request(store, "link", "info", {"name": name}))
+
+    # --- scavenging (seed names; docs/api/scavenger.md) --------------------------------------------
+    async def scavenge(
+        self, store: str, stream_id: str, opts: dict[str, Any] | None = None, **kw: Any
+    ) -> ScavengeResult:
+        """``scavenge(store, stream, opts)``: ``before``, ``before_version``, ``max_age``,
+        ``keep_versions``, ``require_snapshot`` (default true), ``archive``."""
+        body = {**(opts or {}), **kw, "stream_id": stream_id}
+        return ScavengeResult.model_validate(await self.request(store, "scavenger", "scavenge", body))
+
+    async def scavenge_matching(
+        self, store: str, pattern: str, opts: dict[str, Any] | None = None, **kw: Any
+    ) -> ScavengeResults:
+        """Every stream whose id matches ``pattern`` (``*`` = any run of characters)."""
+        body = {**(opts or {}), **kw, "pattern": pattern}
+        return ScavengeResults.model_validate(await self.request(store, "scavenger", "scavenge_matching", body))
+
+    async def scavenge_dry_run(
+        self, store: str, stream_id: str, opts: dict[str, Any] | None = None, **kw: Any
+    ) -> ScavengeResult:
+        body = {**(opts or {}), **kw, "stream_id": stream_id}
+        return ScavengeResult.model_validate(await self.request(store, "scavenger", "dry_run", body))
+
+    async def archive_read(self, store: str, archive_key: str) -> ArchiveReadResponse:
+        reply = await self.request(store, "scavenger", "archive_read", {"archive_key": archive_key})
+        return ArchiveReadResponse.model_validate(reply)
+
+    async def set_retention_policy(self, store: str, pattern: str, **opts: Any) -> Policy:
+        """``name`` (default: the pattern), ``max_age``, ``keep_versions``, ``require_snapshot``,
+        ``archive``, ``interval_s``."""
+        reply = await self.request(store, "scavenger", "policy_set", {**opts, "pattern": pattern})
+        return Policy.model_validate(reply)
+
+    async def get_retention_policy(self, store: str, name: str) -> Policy:
+        return Policy.model_validate(await self.request(store, "scavenger", "policy_get", {"name": name}))
+
+    async def list_retention_policies(self, store: str) -> list[Policy]:
+        reply = await self.request(store, "scavenger", "policy_list", {})
+        return [Policy.model_validate(p) for p in reply["policies"]]
+
+    async def delete_retention_policy(self, store: str, name: str) -> None:
+        await self.request(store, "scavenger", "policy_delete", {"name": name})
+
+    # --- causation (seed names; docs/api/causation.md) ---------------------------------------------
+    async def get_effects(self, store: str, event_id: str) -> list[RecordedEvent]:
+        return self._events(await self.request(store, "causation", "effects", {"event_id": event_id}))
+
+    async def get_cause(self, store: str, event_id: str) -> RecordedEvent:
+        """The event's cause; ``NoCauseError`` when it has none, ``NotFoundError`` when unknown."""
+        reply = await self.request(store, "causation", "cause", {"event_id": event_id})
+        return self._events({"events": [reply["event"]]})[0]
+
+    async def get_causation_chain(self, store: str, event_id: str) -> list[RecordedEvent]:
+        """Root first, ending with the event itself."""
+        return self._events(await self.request(store, "causation", "chain", {"event_id": event_id}))
+
+    async def get_correlated(self, store: str, correlation_id: str) -> list[RecordedEvent]:
+        reply = await self.request(store, "causation", "correlated", {"correlation_id": correlation_id})
+        return self._events(reply)
+
+    async def build_causation_graph(self, store: str, id: str, *, format: str = "json") -> GraphResponse:
+        """``build_causation_graph(store, id)``: ``id`` is an event id, else a correlation id.
+        ``format="dot"`` adds Graphviz text (``.dot``)."""
+        reply = await self.request(store, "causation", "graph", {"id": id, "format": format})
+        return GraphResponse.model_validate(reply)
+
+    # --- health and memory (seed names; docs/api/health.md) ------------------------------------------
+    async def health(self) -> HealthReport:
+        """``healthy | degraded | unhealthy`` with the reason and every check."""
+        return HealthReport.model_validate(await self.request("_", "health", "check", {}))
+
+    async def quick_health_check(self, store: str) -> bool:
+        """True, or raises the error naming the problem (``StoreNotFoundError``, ``UnavailableError``)."""
+        return bool((await self.request(store, "health", "quick", {}))["ok"])
+
+    async def get_memory_level(self, store: str) -> str:
+        return str((await self.request(store, "memory", "level", {}))["level"])
+
+    async def get_memory_stats(self, store: str) -> MemoryStatsResponse:
+        """``{used, total, level}`` (and ratio, thresholds, source)."""
+        return MemoryStatsResponse.model_validate(await self.request(store, "memory", "stats", {}))
+
 
 @dataclass
 class Delivery:
@@ -508,3 +703,121 @@ class Deliveries:
             subscription=headers.get("Esdb-Subscription", ""),
             msg=msg,
         )
+
+
+@dataclass
+class ChannelDelivery:
+    """One channel message as a subscriber receives it (the ``{channel, topic, message}`` body);
+    ``seq`` is its history position on durable channels, else None."""
+
+    channel: str
+    topic: str
+    message: Any
+    seq: int | None
+    subject: str
+
+
+class ChannelSubscription:
+    """Messages of one channel topic (pattern): ``async for m in sub`` or ``await sub.next(within)``;
+    ``async with`` closes it. Messages caught up from the history come first; a message seen in
+    both the history and live is yielded once (by ``seq``)."""
+
+    def __init__(
+        self,
+        client: GaterClient,
+        channel: str,
+        topic: str,
+        sub: Any,
+        *,
+        forward_id: str | None = None,
+        expires_at: int | None = None,
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.topic = topic
+        self.forward_id = forward_id
+        self.expires_at = expires_at
+        self.last_seq: int | None = None
+        self._sub = sub
+        self._backlog: deque[ChannelDelivery] = deque()
+        self._seen: deque[int] = deque()
+        self._seen_set: set[int] = set()
+
+    def _remember(self, seq: int | None) -> bool:
+        """False when ``seq`` was yielded already."""
+        if seq is None:
+            return True
+        if seq in self._seen_set:
+            return False
+        self._seen.append(seq)
+        self._seen_set.add(seq)
+        if len(self._seen) > 10_000:
+            self._seen_set.discard(self._seen.popleft())
+        self.last_seq = seq if self.last_seq is None else max(self.last_seq, seq)
+        return True
+
+    async def catch_up(self, after_seq: int, token: str | None = None, *, max_pages: int = 100) -> int:
+        """Queue what the channel kept after ``after_seq``; returns how many were queued."""
+        n = 0
+        for _ in range(max_pages):
+            page = await self.client.channel_history(self.channel, self.topic, after_seq, 1000, token)
+            for m in page.messages:
+                subject = self.client.subjects.channel(m.channel, m.topic)
+                self._backlog.append(ChannelDelivery(m.channel, m.topic, m.message, m.seq, subject))
+                n += 1
+            after_seq = page.last_seq
+            if not page.more:
+                break
+        return n
+
+    @staticmethod
+    def parse(msg: Msg) -> ChannelDelivery:
+        body = JSON.decode(msg.data)
+        seq = (msg.headers or {}).get("Esdb-Seq")
+        return ChannelDelivery(
+            channel=str(body.get("channel", "")),
+            topic=str(body.get("topic", "")),
+            message=body.get("message"),
+            seq=int(seq) if seq else None,
+            subject=msg.subject,
+        )
+
+    async def next(self, within: float) -> ChannelDelivery:
+        """The next message, or ``TimeoutError`` after ``within`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            while self._backlog:
+                item = self._backlog.popleft()
+                if self._remember(item.seq):
+                    return item
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"no channel message on {self.channel}/{self.topic} within {within}s")
+            try:
+                msg = await self._sub.next_msg(timeout=left)
+            except NatsTimeoutError:
+                raise TimeoutError(f"no channel message on {self.channel}/{self.topic} within {within}s") from None
+            item = self.parse(msg)
+            if self._remember(item.seq):
+                return item
+
+    def __aiter__(self) -> ChannelSubscription:
+        return self
+
+    async def __anext__(self) -> ChannelDelivery:
+        return await self.next(365 * 86400.0)
+
+    async def close(self) -> None:
+        if self.forward_id is not None:
+            fid, self.forward_id = self.forward_id, None
+            with contextlib.suppress(GatewayError):
+                await self.client.request("_", "channel", "unsubscribe", {"id": fid})
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+
+    async def __aenter__(self) -> ChannelSubscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -41,6 +41,7 @@ __all__ = [
     "PubAck",
     "StoredMsg",
     "connect",
+    "flush_barrier",
     "parse_ts_ns",
 ]
 
@@ -85,6 +86,28 @@ class FastClient(Client):
                 continue
             out[key] = value.strip().decode("utf-8", "replace")
         return out
+
+    async def flush(self, timeout: int = 10) -> None:  # noqa: ASYNC109  (nats-py's signature)
+        """A real barrier: see ``flush_barrier``."""
+        await flush_barrier(self, timeout, _flush=super().flush)
+
+
+async def flush_barrier(nc: Client, wait_s: float = 10.0, *, _flush: Any = None) -> None:
+    """``nc.flush()`` that really waits for everything sent before it.
+
+    nats-py 2.16 writes the PING of ``flush()`` to the socket at once but leaves other commands
+    (SUB, PUB) in a buffer for its flusher task, so the PONG can arrive before a SUB sent just
+    earlier reaches the server: a service "started" that way can answer ``no responders`` for a
+    few milliseconds, and a fresh subscription can miss a message. Hand the buffer to the
+    flusher and wait for it first, then PING."""
+    flush_queue = getattr(nc, "_flush_queue", None)
+    flusher = getattr(nc, "_flusher_task", None)
+    pending = getattr(nc, "_pending_data_size", 0) > 0
+    if nc.is_connected and pending and flush_queue is not None and flusher is not None and not flusher.done():
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await flush_queue.put(written)
+        await asyncio.wait_for(written, wait_s)
+    await (_flush or nc.flush)(int(wait_s) or 1)
 
 
 async def connect(url: str, **options: Any) -> FastClient:
@@ -213,6 +236,16 @@ class Log:
             raise InternalError("unexpected publish acknowledgement") from None
         _raise_api_error(body)
         return PubAck(seq=int(body["seq"]), duplicate=bool(body.get("duplicate", False)))
+
+    async def publish_ack(self, subject: str, payload: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        """Publish and return the whole PubAck body (a counter stream's ack adds ``val``)."""
+        msg = await self._request(subject, payload, headers)
+        try:
+            body: dict[str, Any] = json.loads(msg.data)
+        except ValueError:
+            raise InternalError("unexpected publish acknowledgement") from None
+        _raise_api_error(body)
+        return body
 
     # --- reads ------------------------------------------------------------------------------
     @staticmethod

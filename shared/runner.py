@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -87,10 +89,33 @@ async def start_services(names: Sequence[str], settings: Settings, nc: Client | 
     return Running(nc, running, resources)
 
 
-async def run_services(names: Sequence[str], settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then stop taking requests, finish those in flight, drain."""
+def write_ready_file(path: str | Path, running: Running) -> None:
+    """``{"pid", "services": {ADR-32 name: instance id}}``: what ``python -m shared.probe
+    --ready-file`` pings to tell whether *this* process answers (a container health check)."""
+    body = {"pid": os.getpid(), "services": {svc.service._name: svc.service.id for svc in running.services}}
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(body) + "\n")
+    tmp.replace(target)  # atomic: a probe never reads half a file
+
+
+def remove_ready_file(path: str | Path) -> None:
+    Path(path).unlink(missing_ok=True)
+
+
+async def run_services(
+    names: Sequence[str],
+    settings: Settings,
+    on_ready: Callable[[], None] | None = None,
+    ready_file: str | Path | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM, then stop taking requests, finish those in flight, drain.
+    ``ready_file``: written once every service answers (see ``write_ready_file``), removed on
+    the way out."""
     setup_telemetry("esdb-gater")
     running = await start_services(names, settings)
+    if ready_file is not None:
+        write_ready_file(ready_file, running)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -99,6 +124,8 @@ async def run_services(names: Sequence[str], settings: Settings, on_ready: Calla
         on_ready()
     await stop.wait()
     log.info("stopping: draining in-flight requests")
+    if ready_file is not None:
+        remove_ready_file(ready_file)
     await running.stop()
     shutdown_telemetry()
 

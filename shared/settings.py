@@ -9,9 +9,10 @@ never logged (``SecretStr``).
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,7 +22,7 @@ from pydantic_settings import (
 
 from shared.subjects import PREFIX_RE, STORE_RE
 
-__all__ = ["Settings", "StoreConfig"]
+__all__ = ["ChannelOverride", "ChannelsSettings", "MemorySettings", "Settings", "StoreConfig"]
 
 
 class StoreConfig(BaseModel):
@@ -33,6 +34,90 @@ class StoreConfig(BaseModel):
     max_bytes: int = Field(default=-1, ge=-1)
     duplicate_window_s: float = Field(default=120, gt=0, le=86400)
     description: str = ""
+
+
+Priority = Literal["critical", "high", "normal", "low"]
+CapabilityModeSetting = Literal["disabled", "optional", "required"]
+
+
+class MemorySettings(BaseModel):
+    """Memory pressure levels (shared/memory.py)."""
+
+    elevated: float = Field(default=0.70, gt=0, le=1, description="used/total at which the level is elevated")
+    critical: float = Field(default=0.85, gt=0, le=1, description="used/total at which the level is critical")
+    limit_bytes: int | None = Field(
+        default=None, gt=0, description="force the total (used = this process's RSS); else cgroup, else the host"
+    )
+    sample_interval_s: float = Field(default=1.0, ge=0, description="how long one reading is reused")
+
+    @model_validator(mode="after")
+    def _order(self) -> MemorySettings:
+        if self.elevated > self.critical:
+            raise ValueError("memory.elevated must not exceed memory.critical")
+        return self
+
+
+class ChannelOverride(BaseModel):
+    """One channel's settings; unset fields keep the SPEC.md §9 default (or, for a channel not in
+    the table, normal priority, no rate limit, optional HMAC)."""
+
+    priority: Priority | None = None
+    rate_limit: int | None = Field(default=None, ge=0, description="messages per second per topic; 0 = unlimited")
+    hmac: Literal["required", "optional"] | None = None
+    capability_mode: CapabilityModeSetting | None = None
+    durable: bool | None = Field(default=None, description="JetStream-backed history (default: critical channels)")
+
+
+def _default_shed_at() -> dict[Priority, float]:
+    return {"low": 0.25, "normal": 0.5, "high": 1.0}
+
+
+def _default_weights() -> dict[Priority, int]:
+    return {"critical": 8, "high": 4, "normal": 2, "low": 1}
+
+
+class ChannelsSettings(BaseModel):
+    """The channel service (docs/api/channel.md, docs/adr/0007-channels.md)."""
+
+    overrides: dict[str, ChannelOverride] = Field(default_factory=dict, description="per channel, by name")
+    hmac_secret: SecretStr | None = Field(default=None, description="from the environment only; never logged")
+    hmac_secret_file: str | None = Field(default=None, description="a file holding the HMAC secret")
+    message_ttl_s: int = Field(default=300, ge=1, le=86400, description="max age of a signed message")
+    max_clock_skew_s: int = Field(default=5, ge=0, le=300, description="how far in the future signed_at may be")
+    capability_mode: CapabilityModeSetting = "optional"
+    trusted_issuers: list[str] = Field(default_factory=list, description="DIDs that may issue root capability tokens")
+    audience: str | None = Field(default=None, description="when set, a token's aud must be this DID")
+    realm: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    capability_leeway_s: int = Field(default=5, ge=0, le=300)
+    rate_limit_scope: Literal["cluster", "instance"] = "cluster"
+    workers: int = Field(default=32, ge=1, le=1024, description="deliveries in progress at once per instance")
+    max_queue: int = Field(default=256, ge=1, description="queued publishes per instance that count as a full backlog")
+    shed_at: dict[Priority, float] = Field(
+        default_factory=_default_shed_at,
+        description="fraction of max_queue at which a priority is shed (critical never is)",
+    )
+    weights: dict[Priority, int] = Field(
+        default_factory=_default_weights,
+        description="weighted draining of the priority queues",
+    )
+    max_queue_wait_s: float = Field(default=5.0, gt=0, description="a queued publish older than this is dropped")
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1)
+    history_max_age_s: float = Field(default=86400, gt=0, description="how long durable channels keep messages")
+    history_max_bytes: int = Field(default=256 * 1024 * 1024, ge=-1)
+    state_replicas: int = Field(default=1, ge=1, le=5, description="replicas of the channel service's streams")
+    subscribe_max_ttl_s: int = Field(default=3600, ge=1, description="longest life of a subscribe-with-token")
+    max_token_subscriptions: int = Field(default=10000, ge=1)
+    deliver_prefixes: list[str] = Field(
+        default_factory=lambda: ["_INBOX."], description="subjects a subscribe-with-token may deliver to"
+    )
+
+    @field_validator("overrides")
+    @classmethod
+    def _names(cls, v: dict[str, ChannelOverride]) -> dict[str, ChannelOverride]:
+        for name in v:
+            if not re.fullmatch(r"[a-z0-9_-]{1,32}", name):
+                raise ValueError(f"channel name {name!r} must match [a-z0-9_-]{{1,32}}")
+        return v
 
 
 class Settings(BaseSettings):
@@ -50,6 +135,11 @@ class Settings(BaseSettings):
         default=5.0, ge=0.5, le=300, description="how long a dead instance's deliveries wait to be taken over"
     )
     service_name_prefix: str = "esdb"
+    health_services: list[str] | None = Field(
+        default=None, description="services health.check expects to answer (default: every service in services/)"
+    )
+    channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
 
     @field_validator("subject_prefix")
     @classmethod

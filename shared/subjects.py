@@ -143,10 +143,6 @@ class Subjects:
         """Object Store bucket of a store's scavenge archives (one object per scavenge)."""
         return f"{self.prefix}-archive-{store}"
 
-    def causation_bucket(self) -> str:
-        """KV bucket of the causation indexers' leases (one indexer per store, ADR 0012)."""
-        return f"{self.prefix}-causation"
-
     def log_stream_prefix(self) -> str:
         """The common start of every store's log stream name (``<prefix>-log-<store>``)."""
         return f"{self.prefix}-log-"

@@ -1,11 +1,11 @@
-"""Write the JSON Schema of every request and reply of the stream service to docs/api/schemas/.
+"""Write the JSON Schema of every request and reply of the services to docs/api/schemas/.
 
     .venv/bin/python tools/gen_schemas.py           # (re)generate
     .venv/bin/python tools/gen_schemas.py --check   # exit 1 if the checked-in files are stale
 
 The pydantic models in ``shared/models/`` are the source of truth; this tool walks the op
-table of ``services/stream/service.py`` (one entry per subject), so a new op gets its schemas
-without touching this file. File names follow the subject: ``<service>.<op>.request.json`` and
+tables in ``SERVICE_TABLES`` (one entry per subject), so a new op gets its schemas without
+touching this file. File names follow the subject: ``<service>.<op>.request.json`` and
 ``<service>.<op>.reply.json`` for ``<prefix>.api.<store>.<service>.<op>``, plus ``error.json``
 for the error envelope every op can answer with.
 
@@ -32,13 +32,23 @@ from pydantic import AliasChoices, BaseModel, Field
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from services.channel.service import OPS as CHANNEL_OPS  # noqa: E402
+from services.schema.service import OPS as SCHEMA_OPS  # noqa: E402
+from services.snapshot.service import OPS as SNAPSHOT_OPS  # noqa: E402
 from services.stream.service import OPS  # noqa: E402
 from shared.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorCode  # noqa: E402
+from shared.models.channel import Delivery  # noqa: E402
 from shared.subjects import MAX_STREAM_ID_BYTES  # noqa: E402
 
 OUT = ROOT / "docs" / "api" / "schemas"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-SERVICE_TOKEN = "stream"  # the <service> token of ops that do not name their own
+# (the <service> token of ops that do not name their own, op table)
+SERVICE_TABLES: list[tuple[str, list[Any]]] = [
+    ("stream", OPS),
+    ("snapshot", SNAPSHOT_OPS),
+    ("schema", SCHEMA_OPS),
+    ("channel", CHANNEL_OPS),
+]
 
 
 class ErrorBody(BaseModel):
@@ -139,16 +149,21 @@ def _document(
 
 
 def build() -> dict[str, dict[str, Any]]:
-    """File name -> schema, for every op of the stream service and the error envelope."""
+    """File name -> schema, for every op of every service in SERVICE_TABLES and the error envelope."""
     files: dict[str, dict[str, Any]] = {}
-    for op in OPS:
-        token = op.token or SERVICE_TOKEN
-        subject = f"<prefix>.api.<store>.{token}.{op.name}"
-        req = f"{token}.{op.name}.request.json"
-        rep = f"{token}.{op.name}.reply.json"
-        files[req] = _document(op.request, "validation", req, subject, "request")
-        files[rep] = _document(op.response, "serialization", rep, subject, "reply")
+    for service_token, ops in SERVICE_TABLES:
+        for op in ops:
+            token = op.token or service_token
+            store = "_" if op.scope == "global" else "<store>"
+            subject = f"<prefix>.api.{store}.{token}.{op.name}"
+            req = f"{token}.{op.name}.request.json"
+            rep = f"{token}.{op.name}.reply.json"
+            files[req] = _document(op.request, "validation", req, subject, "request")
+            files[rep] = _document(op.response, "serialization", rep, subject, "reply")
     files["error.json"] = _document(ErrorEnvelope, "serialization", "error.json", "", "error reply of any op")
+    files["channel.delivery.json"] = _document(
+        Delivery, "serialization", "channel.delivery.json", "<prefix>.ch.<channel>.<topic>", "message"
+    )
     return files
 
 

@@ -28,33 +28,47 @@ from shared.models.stream import (
     VersionRequest,
     VersionResponse,
 )
+from shared.upcasting import SchemaRegistry
 
 
 @dataclass(frozen=True, slots=True)
 class StreamCtx:
     store: str
     events: EventStore
+    schemas: SchemaRegistry | None = None  # validates appends and upcasts reads (shared/upcasting.py)
 
 
-def _events(rows: list[dict[str, Any]]) -> EventsResponse:
+async def _read(ctx: StreamCtx, raw: bool, rows: list[dict[str, Any]]) -> EventsResponse:
+    """The read reply, upcast to the current schema versions unless the request asked for raw
+    events. A dict lookup per event when its type has no schema."""
+    if not raw and rows and ctx.schemas is not None:
+        schemas = ctx.schemas.loaded(ctx.store) or await ctx.schemas.schemas(ctx.store)
+        schemas.upcast(rows)
     return EventsResponse.from_rows(rows)
 
 
 async def append(req: AppendRequest, ctx: StreamCtx) -> AppendResponse:
+    if ctx.schemas is not None:
+        await ctx.events.store(ctx.store)  # store_not_found before anything else
+        schemas = ctx.schemas.loaded(ctx.store) or await ctx.schemas.schemas(ctx.store)
+        schemas.check_append(req.events)  # invalid_request naming the field; nothing written
     r = await ctx.events.append(ctx.store, req.stream_id, req.expected_version, req.events)
     return AppendResponse(version=r.version, position=r.position, count=r.count)
 
 
 async def read(req: ReadRequest, ctx: StreamCtx) -> EventsResponse:
-    return _events(await ctx.events.read(ctx.store, req.stream_id, req.start_version, req.count, req.direction))
+    rows = await ctx.events.read(ctx.store, req.stream_id, req.start_version, req.count, req.direction)
+    return await _read(ctx, req.raw, rows)
 
 
 async def forward(req: ForwardRequest, ctx: StreamCtx) -> EventsResponse:
-    return _events(await ctx.events.read(ctx.store, req.stream_id, req.start_version, req.count, "forward"))
+    rows = await ctx.events.read(ctx.store, req.stream_id, req.start_version, req.count, "forward")
+    return await _read(ctx, req.raw, rows)
 
 
 async def backward(req: BackwardRequest, ctx: StreamCtx) -> EventsResponse:
-    return _events(await ctx.events.read(ctx.store, req.stream_id, req.start_version, req.count, "backward"))
+    rows = await ctx.events.read(ctx.store, req.stream_id, req.start_version, req.count, "backward")
+    return await _read(ctx, req.raw, rows)
 
 
 async def version(req: VersionRequest, ctx: StreamCtx) -> VersionResponse:
@@ -77,12 +91,12 @@ async def delete(req: DeleteRequest, ctx: StreamCtx) -> OkResponse:
 
 async def read_until(req: ReadUntilRequest, ctx: StreamCtx) -> EventsResponse:
     rows = await ctx.events.read_time_range(ctx.store, req.stream_id, None, req.timestamp, req.direction, req.limit)
-    return _events(rows)
+    return await _read(ctx, req.raw, rows)
 
 
 async def read_range(req: ReadRangeRequest, ctx: StreamCtx) -> EventsResponse:
     rows = await ctx.events.read_time_range(ctx.store, req.stream_id, req.from_ts, req.to_ts, req.direction, req.limit)
-    return _events(rows)
+    return await _read(ctx, req.raw, rows)
 
 
 async def version_at(req: VersionAtRequest, ctx: StreamCtx) -> VersionResponse:

@@ -7,6 +7,7 @@ from services.stream.store import EventStore
 from shared.endpoint import Op, ServiceSpec
 from shared.models import stream as m
 from shared.models.common import OkResponse
+from shared.upcasting import SchemaRegistry
 
 VERSION = "0.1.0"
 
@@ -27,14 +28,14 @@ OPS: list[Op[h.StreamCtx]] = [
 ]
 
 
-def spec(events: EventStore, prefix: str = "esdb") -> ServiceSpec[h.StreamCtx]:
+def spec(events: EventStore, prefix: str = "esdb", schemas: SchemaRegistry | None = None) -> ServiceSpec[h.StreamCtx]:
     return ServiceSpec(
         name=f"{prefix}-stream",
         token="stream",
         version=VERSION,
         description="Event streams on JetStream: append with expected version, reads, temporal queries",
         ops=OPS,
-        make_ctx=lambda store: h.StreamCtx(store=store, events=events),
+        make_ctx=lambda store: h.StreamCtx(store=store, events=events, schemas=schemas),
     )
 
 
@@ -53,4 +54,5 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.StreamCtx],
     events = EventStore(log, subjects, settings)
     for name, cfg in settings.stores.items():
         await events.create_store(name, cfg)
-    return spec(events, settings.service_name_prefix), [log]
+    schemas = SchemaRegistry(log, subjects)  # stopped before the log whose inbox it uses
+    return spec(events, settings.service_name_prefix, schemas), [schemas, log]

@@ -267,6 +267,10 @@ class Driver:
     # --- control subjects -----------------------------------------------------------------------
     async def _on_control(self, msg: Msg) -> None:
         tail = msg.subject[len(self.ctl) + 1 :].split(".")
+        if msg.headers and "Status" in msg.headers:
+            # The server's "503 no responders" for a delivery nobody was subscribed to: not an
+            # ack. The event stays pending and comes back after ack_wait (then parks).
+            return
         try:
             if tail[0] == "n" and len(tail) == 3:  # native ack/nak of a delivery
                 seq, version = int(tail[1]), int(tail[2])

@@ -141,18 +141,21 @@ class ReadRequest(Request):
     start_version: int = Field(default=0, ge=-1)
     count: int = Field(default=100, ge=0, le=MAX_READ_COUNT)
     direction: Direction = "forward"
+    raw: bool = Field(default=False, description="true: events as stored, without upcasting to the current schema")
 
 
 class ForwardRequest(Request):
     stream_id: StreamId
     start_version: int = Field(default=0, ge=0)
     count: int = Field(default=100, ge=0, le=MAX_READ_COUNT)
+    raw: bool = Field(default=False, description="true: events as stored, without upcasting to the current schema")
 
 
 class BackwardRequest(Request):
     stream_id: StreamId
     start_version: int = Field(default=-1, ge=-1, description="-1 = from the last event")
     count: int = Field(default=100, ge=0, le=MAX_READ_COUNT)
+    raw: bool = Field(default=False, description="true: events as stored, without upcasting to the current schema")
 
 
 class EventsResponse(Response):
@@ -202,6 +205,7 @@ class ReadUntilRequest(Request):
     timestamp: int = Field(description="epoch_us, inclusive")
     direction: Direction = "forward"
     limit: int = Field(default=1000, ge=0, le=MAX_READ_COUNT)
+    raw: bool = Field(default=False, description="true: events as stored, without upcasting to the current schema")
 
 
 class ReadRangeRequest(Request):
@@ -210,6 +214,7 @@ class ReadRangeRequest(Request):
     to_ts: int = Field(description="epoch_us, inclusive")
     direction: Direction = "forward"
     limit: int = Field(default=1000, ge=0, le=MAX_READ_COUNT)
+    raw: bool = Field(default=False, description="true: events as stored, without upcasting to the current schema")
 
 
 class VersionAtRequest(Request):

@@ -484,6 +484,20 @@ async def test_bad_saves_are_invalid_requests_and_store_nothing(
     assert await c.get_subscriptions(st) == []
 
 
+async def test_events_for_a_subscriber_that_is_not_listening_are_not_acked(c: GaterClient, st: str) -> None:
+    """Delivering to a subject nobody subscribes to makes the server answer the delivery's reply
+    subject with a "503 no responders" status. That is not an ack: the events stay
+    unacknowledged and reach the subscriber once it listens."""
+    await c.append_events(st, "nobody", [ev("X", {"i": i}) for i in range(5)])
+    subject = inbox()
+    await c.save_subscription(st, "stream", "nobody", "late", "start", subject, ack_wait_ms=1000)
+    await asyncio.sleep(1.5)  # at least one delivery with no subscriber
+    info = await c.get_subscription(st, "late")
+    assert info.checkpoint is None and info.lag_events == 1, info
+    async with c.deliveries(subject) as d:
+        assert [x.version for x in await collect(d, 5, within=20)] == list(range(5))
+
+
 async def test_subscription_survives_a_nats_server_restart(sub_server: NatsServer, c: GaterClient, st: str) -> None:
     """Definitions, consumers and checkpoints are JetStream state: after nats-server stops and
     starts again on the same data, delivery resumes where it was. (Last in this module: it

@@ -87,7 +87,9 @@ async def test_exhaustion_carries_the_last_error_and_is_observable() -> None:
     try:
         fn = Flaky([UnavailableError("one"), UnavailableError("two"), GatewayTimeoutError("three")])
         with pytest.raises(RetriesExhaustedError) as ei:
-            await with_retry(fn, RetryConfig(base_delay_ms=10, max_retries=2), store="s1", op="stream.append", sleep=sleep)
+            await with_retry(
+                fn, RetryConfig(base_delay_ms=10, max_retries=2), store="s1", op="stream.append", sleep=sleep
+            )
     finally:
         assert detach("test-retry")
         assert not detach("test-retry")

@@ -1,0 +1,285 @@
+"""The causation indexes on JetStream (docs/adr/0012-causation-index.md).
+
+Each store's index stream ``<prefix>-ix-<store>`` (one message per subject: the last value wins)
+holds, for every event of the log:
+
+* ``<prefix>.ix.<store>.id.<token(event_id)>`` → msgpack ``{"s": stream_id, "q": position, "v": version}``
+  (the stream service writes the same subject and shape for idempotent appends);
+* ``<prefix>.ix.<store>.cause.<token(causation_id)>.<token(event_id)>`` → the same value, for
+  events whose ``metadata.causation_id`` is set;
+* ``<prefix>.ix.<store>.corr.<token(correlation_id)>.<token(event_id)>`` → the same value, for
+  events whose ``metadata.correlation_id`` is set.
+
+An id is found with one Direct Get ``last_by_subj``; the effects or correlated events of an id
+with batched Direct Gets ``next_by_subj`` on the wildcard ``….cause.<token>.*``. Every lookup
+then reads the event itself from the log by position (one Direct Get per append). No query ever
+reads a stream from its start.
+
+Writes come from the indexers (indexer.py): every causation instance pulls from the store's
+durable consumer ``causation-ix`` on the log (explicit acks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any, Final
+
+import msgpack
+from nats.aio.client import Client
+
+from shared.errors import StoreNotFoundError, UnavailableError
+from shared.eventlog import decode_commit
+from shared.jetstream import ERR_STREAM_NOT_FOUND, JS_BATCH_LIMIT, JetStreamApiError, Log, StoredMsg
+from shared.settings import Settings
+from shared.subjects import Subjects
+
+__all__ = ["CONSUMER", "CausationStore", "IndexEntry"]
+
+CONSUMER: Final = "causation-ix"
+ERR_CONSUMER_NOT_FOUND: Final = 10014
+ERR_STREAM_NAME_IN_USE: Final = 10058
+MAX_ID_BYTES: Final = 1024  # longer ids are not indexed (requests accept up to 256)
+PARALLEL_GETS: Final = 64
+
+IndexEntry = dict[str, Any]  # {"s": stream_id, "q": position, "v": version}
+
+
+class CausationStore:
+    def __init__(self, nc: Client, log: Log, subjects: Subjects, settings: Settings) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.log = log
+        self.subjects = subjects
+        self.settings = settings
+        self._cfg: dict[str, tuple[int, str]] = {}
+        self._ready: set[str] = set()
+
+    # --- stores -------------------------------------------------------------------------------
+    async def stores(self) -> list[str]:
+        """Every store: the log streams ``<prefix>-log-<store>``."""
+        prefix = self.subjects.log_stream_prefix()
+        out: list[str] = []
+        offset = 0
+        while True:
+            reply = await self.log.api("$JS.API.STREAM.NAMES", {"offset": offset})
+            names = reply.get("streams") or []
+            out.extend(n[len(prefix) :] for n in names if n.startswith(prefix))
+            offset += len(names)
+            if not names or offset >= int(reply.get("total", 0)):
+                return out
+
+    async def store_cfg(self, store: str) -> tuple[int, str]:
+        """(replicas, storage) of the store's log; ``store_not_found`` when there is none."""
+        cfg = self._cfg.get(store)
+        if cfg is None:
+            try:
+                si = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.log_stream(store)}")
+            except JetStreamApiError as exc:
+                if exc.err_code == ERR_STREAM_NOT_FOUND:
+                    raise StoreNotFoundError(f"store {store!r} does not exist", details={"store": store}) from None
+                raise
+            c = si["config"]
+            cfg = (int(c.get("num_replicas", 1)), str(c.get("storage", "file")))
+            self._cfg[store] = cfg
+        return cfg
+
+    async def ensure(self, store: str) -> None:
+        """The store's index stream and the indexer's consumer exist (idempotent)."""
+        if store in self._ready:
+            return
+        replicas, storage = await self.store_cfg(store)
+        name = self.subjects.index_stream(store)
+        body = {  # the same config the stream service creates it with
+            "name": name,
+            "description": f"esdb-gater indexes of store {store}",
+            "subjects": [f"{self.subjects.index_root(store)}.>"],
+            "storage": storage,
+            "num_replicas": replicas,
+            "max_msgs_per_subject": 1,
+            "discard": "old",
+            "allow_direct": True,
+            "metadata": {"esdb_gater_store": store},
+        }
+        try:
+            await self.log.api(f"$JS.API.STREAM.CREATE.{name}", body)
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NAME_IN_USE:
+                raise
+        log_stream = self.subjects.log_stream(store)
+        cfg = {
+            "durable_name": CONSUMER,
+            "description": "esdb-gater causation indexer",
+            "filter_subject": self.subjects.log_all(store),
+            "deliver_policy": "all",
+            "ack_policy": "explicit",
+            "ack_wait": 30 * 1_000_000_000,
+            "max_deliver": -1,
+            "max_ack_pending": 20_000,
+            "replay_policy": "instant",
+        }
+        await self.log.api(
+            f"$JS.API.CONSUMER.CREATE.{log_stream}.{CONSUMER}",
+            {"stream_name": log_stream, "config": cfg, "action": "create"},
+        )
+        self._ready.add(store)
+
+    def forget(self, store: str) -> None:
+        self._ready.discard(store)
+        self._cfg.pop(store, None)
+
+    # --- indexing -------------------------------------------------------------------------------
+    def entries_of(self, store: str, sm: StoredMsg, stream_id: str) -> list[tuple[str, bytes]]:
+        """The index messages of one commit: (subject, value)."""
+        out: list[tuple[str, bytes]] = []
+        derived = stream_id.startswith("$link:")  # copies are not new facts: only their ids
+        for ev in decode_commit(sm, stream_id):
+            eid = ev["event_id"]
+            if len(eid.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+                continue
+            value = msgpack.packb({"s": stream_id, "q": sm.seq, "v": ev["version"]})
+            out.append((self.subjects.index_event_id(store, eid), value))
+            if derived:
+                continue
+            meta = ev.get("metadata") or {}
+            cause = _id_value(meta.get("causation_id"))
+            if cause is not None:
+                out.append((self.subjects.index_cause(store, cause, eid), value))
+            corr = _id_value(meta.get("correlation_id"))
+            if corr is not None:
+                out.append((self.subjects.index_corr(store, corr, eid), value))
+        return out
+
+    async def write(self, entries: list[tuple[str, bytes]]) -> None:
+        """Publish index messages, many in flight at once, each acknowledged."""
+        for i in range(0, len(entries), 512):
+            chunk = entries[i : i + 512]
+            await asyncio.gather(*(self.log.publish(subject, value, {}) for subject, value in chunk))
+
+    async def consumer_state(self, store: str) -> dict[str, Any] | None:
+        try:
+            return await self.log.api(f"$JS.API.CONSUMER.INFO.{self.subjects.log_stream(store)}.{CONSUMER}")
+        except JetStreamApiError as exc:
+            if exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
+                self.forget(store)
+                return None
+            raise
+
+    async def last_seq(self, store: str) -> int:
+        si = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.log_stream(store)}")
+        return int(si.get("state", {}).get("last_seq", 0))
+
+    async def wait_indexed(self, store: str, within: float) -> None:
+        """Return once every append made before the call is indexed; ``unavailable`` (retryable)
+        when the indexer is further behind than ``within`` seconds allow."""
+        await self.ensure(store)
+        ci = await self.consumer_state(store)
+        if ci is not None and _clean(ci):
+            return
+        target = await self.last_seq(store)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            if ci is None:
+                await self.ensure(store)
+            elif _clean(ci) or int(ci.get("ack_floor", {}).get("stream_seq", 0)) >= target:
+                return
+            if loop.time() >= deadline:
+                pending = int(ci.get("num_pending", 0)) if ci else -1
+                raise UnavailableError(
+                    "the causation index is catching up with the store; try again",
+                    details={"store": store, "pending": pending},
+                )
+            await asyncio.sleep(0.02)
+            ci = await self.consumer_state(store)
+
+    # --- lookups ----------------------------------------------------------------------------------
+    async def _get(self, stream: str, req: dict[str, Any], replicas: int) -> StoredMsg | None:
+        if replicas > 1:
+            return await self.log.leader_get(stream, req)
+        return await self.log.direct_get(stream, req)
+
+    async def lookup(self, store: str, event_id: str) -> IndexEntry | None:
+        replicas, _ = await self.store_cfg(store)
+        sm = await self._get(
+            self.subjects.index_stream(store), {"last_by_subj": self.subjects.index_event_id(store, event_id)}, replicas
+        )
+        if sm is None or not sm.data:
+            return None
+        entry: IndexEntry = msgpack.unpackb(sm.data, raw=False)
+        return entry
+
+    async def scan_index(self, store: str, wildcard: str) -> list[IndexEntry]:
+        """Every entry under ``wildcard`` (batched Direct Gets, paged by sequence)."""
+        name = self.subjects.index_stream(store)
+        out: list[IndexEntry] = []
+        seq = 1
+        while True:
+            batch, pending = await self.log.direct_batch(
+                name, {"seq": seq, "batch": JS_BATCH_LIMIT, "next_by_subj": wildcard, "max_bytes": 4 * 1024 * 1024}
+            )
+            out.extend(msgpack.unpackb(sm.data, raw=False) for sm in batch if sm.data)
+            if not batch or pending <= 0:
+                return out
+            seq = batch[-1].seq + 1
+
+    async def effects(self, store: str, event_id: str) -> list[IndexEntry]:
+        await self.store_cfg(store)
+        return await self.scan_index(store, self.subjects.index_cause(store, event_id))
+
+    async def correlated(self, store: str, correlation_id: str) -> list[IndexEntry]:
+        await self.store_cfg(store)
+        return await self.scan_index(store, self.subjects.index_corr(store, correlation_id))
+
+    async def events(self, store: str, entries: Iterable[IndexEntry]) -> list[dict[str, Any]]:
+        """The events the entries point at, read from the log (one Direct Get per append).
+        Entries whose append is gone (scavenged, stream deleted) are left out."""
+        replicas, _ = await self.store_cfg(store)
+        wanted: dict[int, list[IndexEntry]] = {}
+        for e in entries:
+            wanted.setdefault(int(e["q"]), []).append(e)
+        sem = asyncio.Semaphore(PARALLEL_GETS)
+        log_stream = self.subjects.log_stream(store)
+
+        async def fetch(seq: int) -> list[dict[str, Any]]:
+            async with sem:
+                sm = await self._get(log_stream, {"seq": seq}, replicas)
+            group = wanted[seq]
+            if sm is None or sm.subject != self.subjects.log_subject(store, str(group[0]["s"])):
+                return []
+            rows = {ev["version"]: ev for ev in decode_commit(sm, str(group[0]["s"]))}
+            return [rows[int(e["v"])] for e in group if int(e["v"]) in rows]
+
+        found = await asyncio.gather(*(fetch(seq) for seq in wanted))
+        return [ev for group in found for ev in group]
+
+    async def event(self, store: str, event_id: str) -> dict[str, Any] | None:
+        """The event with this id, or None. The entry may come from the indexer (with ``v``) or
+        from the stream service (the append whose first event has this id): either way the
+        event is looked for by id in the append at ``q``."""
+        entry = await self.lookup(store, event_id)
+        if entry is None:
+            return None
+        replicas, _ = await self.store_cfg(store)
+        sm = await self._get(self.subjects.log_stream(store), {"seq": int(entry["q"])}, replicas)
+        if sm is None or sm.subject != self.subjects.log_subject(store, str(entry["s"])):
+            return None  # removed since (scavenged, stream deleted)
+        for ev in decode_commit(sm, str(entry["s"])):
+            if ev["event_id"] == event_id:
+                return ev
+        return None
+
+
+def _clean(ci: dict[str, Any]) -> bool:
+    return int(ci.get("num_pending", 0)) == 0 and int(ci.get("num_ack_pending", 0)) == 0
+
+
+def _id_value(value: Any) -> str | None:
+    """A causation/correlation id as indexed: strings and integers (as text)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str) or not value or len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        return None
+    return value

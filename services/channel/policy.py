@@ -1,0 +1,128 @@
+"""The channel table and the checks that depend on it: HMAC and capability tokens.
+
+The table is SPEC.md §9's, with every field overridable per channel in the settings
+(``[channels.overrides.<name>]`` or ``ESDB_GATER_CHANNELS__OVERRIDES__<NAME>__<FIELD>``); a name
+not in the table adds a channel (normal priority, no rate limit, optional HMAC unless set).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from shared import capability, security
+from shared.errors import NotFoundError
+from shared.models.channel import ChannelInfo
+from shared.settings import ChannelsSettings
+
+__all__ = ["DEFAULT_TABLE", "Authorizer", "ChannelConfig", "ChannelTable", "HmacPolicy"]
+
+Priority = Literal["critical", "high", "normal", "low"]
+PRIORITIES: Final[tuple[Priority, ...]] = ("critical", "high", "normal", "low")
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelConfig:
+    name: str
+    priority: Priority
+    rate_limit: int | None  # messages per second per topic; None = unlimited
+    hmac: Literal["required", "optional"]
+    capability_mode: capability.CapabilityMode
+    durable: bool
+
+    def info(self) -> ChannelInfo:
+        return ChannelInfo(
+            name=self.name,
+            priority=self.priority,
+            rate_limit=self.rate_limit,
+            hmac=self.hmac,
+            capability_mode=self.capability_mode,
+            durable=self.durable,
+        )
+
+
+# SPEC.md §9 (the seed's table; the original's code disagreed with it for seven channels, see
+# docs/adr/0007-channels.md): priority, rate limit per topic per second, HMAC.
+DEFAULT_TABLE: Final[dict[str, tuple[Priority, int | None, Literal["required", "optional"]]]] = {
+    "alerts": ("critical", None, "required"),
+    "security": ("critical", None, "required"),
+    "events": ("high", None, "optional"),
+    "health": ("high", 100, "optional"),
+    "system": ("normal", None, "optional"),
+    "metrics": ("normal", 10_000, "optional"),
+    "audit": ("normal", None, "optional"),
+    "lifecycle": ("normal", None, "optional"),
+    "logging": ("low", 1_000, "optional"),
+    "diagnostics": ("low", 100, "optional"),
+}
+
+
+class ChannelTable:
+    def __init__(self, settings: ChannelsSettings) -> None:
+        names = list(DEFAULT_TABLE) + [n for n in settings.overrides if n not in DEFAULT_TABLE]
+        self.channels: dict[str, ChannelConfig] = {}
+        for name in names:
+            priority, rate, hmac = DEFAULT_TABLE.get(name, ("normal", None, "optional"))
+            o = settings.overrides.get(name)
+            if o is not None:
+                priority = o.priority or priority
+                if o.rate_limit is not None:
+                    rate = o.rate_limit or None
+                hmac = o.hmac or hmac
+            durable = o.durable if o is not None and o.durable is not None else priority == "critical"
+            mode = o.capability_mode if o is not None and o.capability_mode else settings.capability_mode
+            self.channels[name] = ChannelConfig(name, priority, rate, hmac, mode, durable)
+
+    def get(self, name: str) -> ChannelConfig:
+        ch = self.channels.get(name)
+        if ch is None:
+            raise NotFoundError(
+                f"no channel named {name!r}", details={"channel": name, "channels": sorted(self.channels)}
+            )
+        return ch
+
+    @property
+    def any_durable(self) -> bool:
+        return any(c.durable for c in self.channels.values())
+
+    @property
+    def any_rate_limited(self) -> bool:
+        return any(c.rate_limit for c in self.channels.values())
+
+
+@dataclass(frozen=True, slots=True)
+class HmacPolicy:
+    """The service's HMAC settings; ``check`` returns True when the message was signed (so the
+    replay check must follow), False when it is an unsigned message on an optional channel."""
+
+    secret: bytes
+    ttl_s: int
+    max_skew_s: int
+
+    def check(self, ch: ChannelConfig, message: Any) -> bool:
+        signed = isinstance(message, dict) and security.SIGNATURE in message
+        if ch.hmac == "required" or signed:
+            security.verify(message, self.secret, ttl_s=self.ttl_s, max_skew_s=self.max_skew_s)
+            return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Authorizer:
+    realm: str
+    trusted_issuers: tuple[str, ...]
+    audience: str | None
+    leeway_s: int
+
+    def check(self, ch: ChannelConfig, topic: str, action: str, token: str | None) -> capability.Capability | None:
+        return capability.check(
+            ch.capability_mode,
+            token,
+            capability.channel_resource(self.realm, ch.name, topic),
+            action,
+            trusted_issuers=self.trusted_issuers,
+            audience=self.audience,
+            now=time.time(),
+            leeway_s=self.leeway_s,
+        )

@@ -1,0 +1,83 @@
+"""The channel service's op table: one line per subject (all store-less, on the token ``_``)."""
+
+from __future__ import annotations
+
+from services.channel import handlers as h
+from shared.endpoint import Op, ServiceSpec
+from shared.models import channel as m
+from shared.models.common import OkResponse
+
+VERSION = "0.1.0"
+
+OPS: list[Op[h.ChannelCtx]] = [
+    Op("publish", h.publish, m.PublishRequest, m.PublishResponse, "publish a message on a channel topic", "global"),
+    Op(
+        "subscribe",
+        h.subscribe,
+        m.SubscribeRequest,
+        m.SubscribeResponse,
+        "forward a channel topic to your inbox (capability token holders)",
+        "global",
+    ),
+    Op("unsubscribe", h.unsubscribe, m.UnsubscribeRequest, OkResponse, "stop a forwarding (ok when gone)", "global"),
+    Op("history", h.history, m.HistoryRequest, m.HistoryResponse, "messages a durable channel kept", "global"),
+    Op("list", h.list_, m.ChannelsRequest, m.ChannelsResponse, "the channel table in effect", "global"),
+]
+
+
+async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.ChannelCtx], list[object]]:
+    from nats.aio.client import Client
+
+    from services.channel.dispatch import Dispatcher
+    from services.channel.policy import Authorizer, ChannelTable, HmacPolicy
+    from services.channel.store import ChannelStore
+    from shared.jetstream import Log
+    from shared.memory import MemoryMonitor
+    from shared.security import resolve_secret
+    from shared.settings import Settings
+    from shared.subjects import Subjects
+
+    assert isinstance(nc, Client) and isinstance(settings, Settings)
+    cfg = settings.channels
+    subjects = Subjects(settings.subject_prefix)
+    table = ChannelTable(cfg)
+    secret, _source = resolve_secret(
+        cfg.hmac_secret.get_secret_value() if cfg.hmac_secret is not None else None, cfg.hmac_secret_file
+    )
+    log = Log(nc, timeout=settings.request_timeout_s)
+    await log.start()
+    store = ChannelStore(nc, log, subjects, cfg)
+    await store.open(durable=table.any_durable, rate_limited=table.any_rate_limited)
+    mem = settings.memory
+    dispatcher = Dispatcher(
+        workers=cfg.workers,
+        max_queue=cfg.max_queue,
+        shed_at=cfg.shed_at,
+        weights=cfg.weights,
+        max_wait_s=cfg.max_queue_wait_s,
+        memory=MemoryMonitor(
+            elevated=mem.elevated,
+            critical=mem.critical,
+            limit_bytes=mem.limit_bytes,
+            sample_interval_s=mem.sample_interval_s,
+        ),
+    )
+    await dispatcher.start()
+    ctx = h.ChannelCtx(
+        table=table,
+        store=store,
+        dispatcher=dispatcher,
+        auth=Authorizer(cfg.realm, tuple(cfg.trusted_issuers), cfg.audience, cfg.capability_leeway_s),
+        hmac=HmacPolicy(secret, cfg.message_ttl_s, cfg.max_clock_skew_s),
+        subscribe_max_ttl_s=cfg.subscribe_max_ttl_s,
+    )
+    spec = ServiceSpec(
+        name=f"{settings.service_name_prefix}-channel",
+        token="channel",
+        version=VERSION,
+        description="Pub/sub channels: priorities, per-topic rate limits, HMAC signing, capability tokens",
+        ops=OPS,
+        make_ctx=lambda store_: ctx,
+    )
+    # stopped in this order after the endpoints drain: queued jobs, the forwarding watch, the inbox
+    return spec, [dispatcher, store, log]

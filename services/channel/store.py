@@ -1,0 +1,340 @@
+"""The channel service's JetStream state (docs/adr/0007-channels.md). The only module of the
+service that talks to JetStream.
+
+* ``<prefix>-chlog`` (file): the durable channels' messages on ``<prefix>.chlog.<channel>.<topic>``,
+  kept ``history_max_age_s``; ``channel.history`` reads it with batched Direct Gets.
+* ``<prefix>-chrate`` (memory, counters): one counter per channel, second and topic on
+  ``<prefix>.chrate.<channel>.<second>.<topic>``, incremented with ``Nats-Incr``; the PubAck's
+  ``val`` is the count across every instance. Kept 5 s.
+* ``<prefix>-chreplay`` (memory): one empty message per accepted HMAC signature with
+  ``Nats-Msg-Id: <signature>``; the stream's duplicate window (the message TTL plus the clock
+  skew) makes JetStream answer ``duplicate`` for a replay, atomically across instances. Only the
+  newest message is kept, so memory is the server's de-duplication table: bounded by the
+  accepted signed messages of one window.
+* ``<prefix>-chsubs`` (KV): the subscribe-with-token forwardings, watched by every instance so
+  whichever instance takes a publish forwards it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+from nats.aio.client import Client
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+
+from services.channel.policy import ChannelConfig
+from shared.codec import JSON
+from shared.errors import InvalidRequestError, PayloadTooLargeError, UnavailableError
+from shared.jetstream import JetStreamApiError, Log
+from shared.models.channel import ChannelMessage
+from shared.settings import ChannelsSettings
+from shared.subjects import Subjects
+
+__all__ = ["ChannelStore", "Forward", "Prepared", "topic_matches"]
+
+log = logging.getLogger(__name__)
+
+SEQ_HEADER: Final = "Esdb-Seq"
+ERR_STREAM_NAME_IN_USE: Final = 10058
+_NS: Final = 1_000_000_000
+
+
+def topic_matches(pattern: tuple[str, ...], tokens: list[str]) -> bool:
+    """NATS subject matching of topic tokens (``*`` one token, ``>`` the rest)."""
+    for i, p in enumerate(pattern):
+        if p == ">":
+            return len(tokens) > i
+        if i >= len(tokens) or (p != "*" and p != tokens[i]):
+            return False
+    return len(tokens) == len(pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A message ready to deliver: its channel, topic and encoded body."""
+
+    channel: ChannelConfig
+    topic: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    id: str
+    channel: str
+    topic: str
+    deliver_to: str
+    expires_at: float  # Unix seconds
+
+    @property
+    def pattern(self) -> tuple[str, ...]:
+        return tuple(self.topic.split("."))
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "id": self.id,
+                "channel": self.channel,
+                "topic": self.topic,
+                "deliver_to": self.deliver_to,
+                "expires_at": self.expires_at,
+            }
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Forward:
+        d = json.loads(raw)
+        return cls(str(d["id"]), str(d["channel"]), str(d["topic"]), str(d["deliver_to"]), float(d["expires_at"]))
+
+
+class ChannelStore:
+    def __init__(self, nc: Client, log_: Log, subjects: Subjects, settings: ChannelsSettings) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.log = log_
+        self.subjects = subjects
+        self.settings = settings
+        self.kv: Any = None
+        self._local: dict[tuple[str, str], list[int]] = {}
+        self._forwards: dict[str, dict[str, Forward]] = {}
+        self._watch_task: asyncio.Task[None] | None = None
+        self._watcher: Any = None
+        self._stopping = False
+        self._synced = asyncio.Event()
+
+    # --- set-up -----------------------------------------------------------------------------
+    async def _ensure_stream(self, config: dict[str, Any]) -> None:
+        name = config["name"]
+        try:
+            await self.log.api(f"$JS.API.STREAM.CREATE.{name}", config)
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NAME_IN_USE:
+                raise
+            await self.log.api(f"$JS.API.STREAM.UPDATE.{name}", config)
+
+    async def open(self, *, durable: bool, rate_limited: bool) -> None:
+        s, cfg = self.subjects, self.settings
+        replicas = cfg.state_replicas
+        if durable:
+            await self._ensure_stream(
+                {
+                    "name": s.channel_log_stream(),
+                    "subjects": [s.channel_log_all()],
+                    "storage": "file",
+                    "retention": "limits",
+                    "discard": "old",
+                    "max_age": int(cfg.history_max_age_s * _NS),
+                    "max_bytes": cfg.history_max_bytes,
+                    "allow_direct": True,
+                    "num_replicas": replicas,
+                    "duplicate_window": min(int(cfg.history_max_age_s * _NS), 120 * _NS),
+                    "description": "esdb-gater durable channel messages",
+                }
+            )
+        if rate_limited and cfg.rate_limit_scope == "cluster":
+            await self._ensure_stream(
+                {
+                    "name": s.channel_rate_stream(),
+                    "subjects": [s.channel_rate_all()],
+                    "storage": "memory",
+                    "allow_msg_counter": True,
+                    "max_msgs_per_subject": 1,
+                    "max_age": 5 * _NS,
+                    "duplicate_window": 1 * _NS,
+                    "num_replicas": replicas,
+                    "description": "esdb-gater channel rate-limit counters (per channel, second, topic)",
+                }
+            )
+        window = (cfg.message_ttl_s + cfg.max_clock_skew_s + 1) * _NS
+        await self._ensure_stream(
+            {
+                "name": s.channel_replay_stream(),
+                "subjects": [s.channel_replay()],
+                "storage": "memory",
+                "max_msgs_per_subject": 1,
+                "max_age": window,
+                "duplicate_window": window,
+                "num_replicas": replicas,
+                "description": "esdb-gater HMAC signatures seen (replay protection, by Nats-Msg-Id)",
+            }
+        )
+        bucket = s.channel_subs_bucket()
+        try:
+            self.kv = await self.js.key_value(bucket)
+        except BucketNotFoundError:
+            self.kv = await self.js.create_key_value(
+                KeyValueConfig(
+                    bucket=bucket,
+                    history=1,
+                    ttl=float(cfg.subscribe_max_ttl_s + 60),
+                    storage=StorageType.FILE,
+                    replicas=replicas,
+                    description="esdb-gater channel forwardings (subscribe with token)",
+                )
+            )
+        self._watch_task = asyncio.create_task(self._watch(), name="channel-forwardings")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._synced.wait(), 5)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                await self._watcher.stop()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
+
+    # --- rate limits ------------------------------------------------------------------------
+    async def allow(self, channel: str, topic: str, limit: int) -> bool:
+        """One more message on (channel, topic) this second, if under ``limit``: counted here
+        first (a topic already over its limit costs no round trip), then on the shared counter."""
+        sec = int(time.time())
+        key = (channel, topic)
+        window = self._local.get(key)
+        if window is None or window[0] != sec:
+            if len(self._local) > 10_000:
+                self._local = {k: w for k, w in self._local.items() if w[0] == sec}
+            window = [sec, 0]
+            self._local[key] = window
+        if window[1] >= limit:
+            return False
+        window[1] += 1
+        if self.settings.rate_limit_scope == "instance":
+            return True
+        ack = await self.log.publish_ack(self.subjects.channel_rate(channel, sec, topic), b"", {"Nats-Incr": "+1"})
+        return int(ack.get("val", "0")) <= limit
+
+    # --- replay guard (shared.security.ReplayGuard) --------------------------------------------
+    async def first_seen(self, signature: str, expires_at: float) -> bool:
+        ack = await self.log.publish(self.subjects.channel_replay(), b"", {"Nats-Msg-Id": signature})
+        return not ack.duplicate
+
+    # --- delivery ---------------------------------------------------------------------------
+    def prepare(self, channel: ChannelConfig, topic: str, message: Any) -> Prepared:
+        data = JSON.encode({"channel": channel.name, "topic": topic, "message": message})
+        if len(data) > self.settings.max_message_bytes:
+            raise PayloadTooLargeError(
+                f"the message is larger than {self.settings.max_message_bytes} bytes",
+                details={"size": len(data), "max": self.settings.max_message_bytes},
+            )
+        return Prepared(channel, topic, data)
+
+    async def deliver(self, p: Prepared) -> int | None:
+        """Store (durable channels), publish on the delivery subject, forward to token holders."""
+        seq: int | None = None
+        headers: dict[str, str] | None = None
+        if p.channel.durable:
+            ack = await self.log.publish(self.subjects.channel_log(p.channel.name, p.topic), p.data, {})
+            seq = ack.seq
+            headers = {SEQ_HEADER: str(seq)}
+        await self.nc.publish(self.subjects.channel(p.channel.name, p.topic), p.data, headers=headers)
+        forwards = self._forwards.get(p.channel.name)
+        if forwards:
+            now = time.time()
+            tokens = p.topic.split(".")
+            for f in list(forwards.values()):
+                if f.expires_at < now:
+                    forwards.pop(f.id, None)
+                elif topic_matches(f.pattern, tokens):
+                    await self.nc.publish(f.deliver_to, p.data, headers=headers)
+        return seq
+
+    # --- history ----------------------------------------------------------------------------
+    async def history(
+        self, channel: str, topic: str, after_seq: int, limit: int
+    ) -> tuple[list[ChannelMessage], int, bool]:
+        msgs, pending = await self.log.direct_batch(
+            self.subjects.channel_log_stream(),
+            {"seq": after_seq + 1, "next_by_subj": self.subjects.channel_log(channel, topic), "batch": limit},
+        )
+        out = []
+        for sm in msgs:
+            body = JSON.decode(sm.data)
+            out.append(
+                ChannelMessage(
+                    seq=sm.seq,
+                    channel=str(body.get("channel", channel)),
+                    topic=str(body.get("topic", "")),
+                    message=body.get("message"),
+                    published_at=sm.ts_ns // 1_000_000,
+                )
+            )
+        last = out[-1].seq if out else after_seq
+        return out, last, pending > 0
+
+    # --- forwardings (subscribe with token) ----------------------------------------------------
+    def forward_count(self) -> int:
+        return sum(len(f) for f in self._forwards.values())
+
+    async def add_forward(self, channel: str, topic: str, deliver_to: str, expires_at: float) -> Forward:
+        if self.forward_count() >= self.settings.max_token_subscriptions:
+            raise UnavailableError(
+                "too many channel forwardings; unsubscribe some or wait for them to expire",
+                details={"reason": "too_many_subscriptions", "max": self.settings.max_token_subscriptions},
+            )
+        f = Forward(secrets.token_hex(16), channel, topic, deliver_to, expires_at)
+        await self.kv.put(f.id, f.to_json())
+        self._apply_put(f)  # visible here at once; other instances see it through the watch
+        return f
+
+    async def remove_forward(self, id_: str) -> None:
+        self._apply_delete(id_)
+        try:
+            await self.kv.get(id_)
+        except KeyNotFoundError:
+            return  # unknown, expired or already removed: nothing to write
+        await self.kv.delete(id_)
+
+    def _apply_put(self, f: Forward) -> None:
+        if f.expires_at >= time.time():
+            self._forwards.setdefault(f.channel, {})[f.id] = f
+
+    def _apply_delete(self, id_: str) -> None:
+        for table in self._forwards.values():
+            table.pop(id_, None)
+
+    async def _watch(self) -> None:
+        """Mirror the KV bucket into ``_forwards`` (restarting the watch after an error)."""
+        while not self._stopping:
+            try:
+                self._watcher = await self.kv.watchall()
+                self._forwards = {}
+                async for entry in self._watcher:
+                    if entry is None:  # the initial values are in
+                        self._synced.set()
+                        continue
+                    if entry.operation in ("DEL", "PURGE") or not entry.value:
+                        self._apply_delete(entry.key)
+                        continue
+                    try:
+                        self._apply_put(Forward.from_json(entry.value))
+                    except (ValueError, KeyError, TypeError):
+                        log.warning("ignoring a malformed channel forwarding %s", entry.key)
+                if self._stopping:
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if self._stopping:
+                    return
+                log.warning("channel forwarding watch failed; restarting", exc_info=True)
+                await asyncio.sleep(1)
+
+    def check_deliver_to(self, deliver_to: str) -> None:
+        prefixes = self.settings.deliver_prefixes
+        if not any(deliver_to.startswith(p) for p in prefixes):
+            raise InvalidRequestError(
+                f"deliver_to must start with one of {prefixes}",
+                details={"field": "deliver_to", "reason": "not an allowed delivery subject"},
+            )

@@ -1,0 +1,3 @@
+from shared.runner import main_for
+
+main_for("scavenger")

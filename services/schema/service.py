@@ -1,0 +1,49 @@
+"""The schema service's op table: one line per subject."""
+
+from __future__ import annotations
+
+from services.schema import handlers as h
+from services.schema.store import SchemaStore
+from shared.endpoint import Op, ServiceSpec
+from shared.models import schema as m
+from shared.models.common import OkResponse
+
+VERSION = "0.1.0"
+
+OPS: list[Op[h.SchemaCtx]] = [
+    Op("register", h.register, m.RegisterSchemaRequest, m.SchemaRecord, "register a version of an event type's schema"),
+    Op("get", h.get, m.GetSchemaRequest, m.SchemaRecord, "a schema version (default: the current one)"),
+    Op("list", h.list_, m.ListSchemasRequest, m.SchemasResponse, "every event type with a schema"),
+    Op("unregister", h.unregister, m.UnregisterSchemaRequest, OkResponse, "remove a type's schemas, or one version"),
+    Op("upcast", h.upcast, m.UpcastRequest, m.UpcastResponse, "bring events to their current schema version"),
+]
+
+
+def spec(schemas: SchemaStore, prefix: str = "esdb") -> ServiceSpec[h.SchemaCtx]:
+    return ServiceSpec(
+        name=f"{prefix}-schema",
+        token="schema",
+        version=VERSION,
+        description="Event schemas with JSON Schema validation and declarative upcasters",
+        ops=OPS,
+        make_ctx=lambda store: h.SchemaCtx(store=store, schemas=schemas),
+    )
+
+
+async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.SchemaCtx], list[object]]:
+    """Construct the service over a connection: (spec, resources with async stop)."""
+    from nats.aio.client import Client
+
+    from shared.jetstream import Log
+    from shared.settings import Settings
+    from shared.subjects import Subjects
+    from shared.upcasting import SchemaRegistry
+
+    assert isinstance(nc, Client) and isinstance(settings, Settings)
+    subjects = Subjects(settings.subject_prefix)
+    log = Log(nc, timeout=settings.request_timeout_s)
+    await log.start()
+    registry = SchemaRegistry(log, subjects)
+    schemas = SchemaStore(log, subjects, settings, registry)
+    # stopped in this order: the registry's subscriptions, then the log's inbox
+    return spec(schemas, settings.service_name_prefix), [registry, log]

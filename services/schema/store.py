@@ -1,0 +1,187 @@
+"""Schemas on JetStream: the only module of the schema service that talks to JetStream.
+
+One KV bucket per store, ``<prefix>-schema-<store>`` (stream ``KV_<bucket>``, history 1, direct
+gets), one key per event type (``kv_token`` of the type), whose value is the JSON document
+``{"event_type": T, "versions": {"1": {...schema, "registered_at": ms}, ...}}``. Keeping every
+version of a type in one value makes a registration one compare-and-set
+(``Nats-Expected-Last-Subject-Sequence``): the chain is checked against exactly the versions
+it replaces, even when two instances register versions of one type at once. Removing a type
+writes a KV delete marker, so watchers see it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Final
+
+from shared.errors import InvalidRequestError, StoreNotFoundError, UnavailableError
+from shared.jetstream import ERR_STREAM_NOT_FOUND, ERR_WRONG_LAST_SEQUENCE, JetStreamApiError, Log
+from shared.models.schema import SchemaDef
+from shared.settings import Settings, StoreConfig
+from shared.subjects import Subjects, kv_token
+from shared.upcasting import SchemaRegistry, Schemas, TypeSchemas, check_chain, check_json_schema
+
+__all__ = ["SchemaStore", "stored_doc"]
+
+log = logging.getLogger(__name__)
+
+H_EXPECT_SUBJ_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
+H_KV_OP: Final = "KV-Operation"
+ERR_STREAM_NAME_IN_USE: Final = 10058
+CAS_ATTEMPTS: Final = 20
+
+
+def stored_doc(t: TypeSchemas) -> dict[str, Any]:
+    """The bucket's JSON form of a type's versions."""
+    return {
+        "event_type": t.event_type,
+        "versions": {
+            str(v): {**s.stored(), "registered_at": t.registered_at.get(v, 0)} for v, s in sorted(t.versions.items())
+        },
+    }
+
+
+class SchemaStore:
+    """Schema writes for every store; reads go through the registry, which watches the buckets."""
+
+    def __init__(self, log: Log, subjects: Subjects, settings: Settings, registry: SchemaRegistry) -> None:
+        self.log = log
+        self.subjects = subjects
+        self.settings = settings
+        self.registry = registry
+        self._ready: dict[str, StoreConfig] = {}
+
+    async def _store(self, store: str) -> StoreConfig:
+        """The store must exist (its event log) unless stores are created on first use; the
+        schema bucket is created on first use either way."""
+        cfg = self._ready.get(store)
+        if cfg is not None:
+            return cfg
+        try:
+            si = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.log_stream(store)}")
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NOT_FOUND:
+                raise
+            if not self.settings.auto_create_stores:
+                raise StoreNotFoundError(f"store {store!r} does not exist", details={"store": store}) from None
+            cfg = self.settings.stores.get(store, self.settings.default_store)
+        else:
+            c = si["config"]
+            cfg = StoreConfig(replicas=int(c.get("num_replicas", 1)), storage=c.get("storage", "file"))
+        bucket = self.subjects.schema_bucket(store)
+        name = self.subjects.kv_stream(bucket)
+        body = {
+            "name": name,
+            "description": f"esdb-gater event schemas of store {store}",
+            "subjects": [self.subjects.kv_subject(bucket, ">")],
+            "retention": "limits",
+            "max_msgs_per_subject": 1,
+            "max_msgs": -1,
+            "max_bytes": -1,
+            "max_age": 0,
+            "max_msg_size": -1,
+            "max_consumers": -1,
+            "discard": "new",
+            "storage": cfg.storage,
+            "num_replicas": cfg.replicas,
+            "duplicate_window": 120_000_000_000,
+            "allow_rollup_hdrs": True,
+            "deny_delete": True,
+            "allow_direct": True,
+            "metadata": {"esdb_gater_store": store},
+        }
+        try:
+            await self.log.api(f"$JS.API.STREAM.CREATE.{name}", body)
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NAME_IN_USE:  # exists (maybe with other limits): use it
+                raise
+        self._ready[store] = cfg
+        return cfg
+
+    async def schemas(self, store: str) -> Schemas:
+        """The store's schemas as the registry holds them (the store must exist)."""
+        await self._store(store)
+        return await self.registry.schemas(store)
+
+    async def _read(self, store: str, event_type: str) -> tuple[TypeSchemas | None, int]:
+        """The type's versions and the sequence to compare-and-set against (0: never written)."""
+        bucket = self.subjects.schema_bucket(store)
+        sm = await self.log.leader_get(
+            self.subjects.kv_stream(bucket), {"last_by_subj": self.subjects.kv_subject(bucket, kv_token(event_type))}
+        )
+        if sm is None:
+            return None, 0
+        if sm.headers.get(H_KV_OP) in ("DEL", "PURGE") or not sm.data:
+            return None, sm.seq
+        try:
+            return TypeSchemas.from_stored(json.loads(sm.data)), sm.seq
+        except Exception:
+            log.warning("replacing a malformed schema document of %r in store %s", event_type, store)
+            return None, sm.seq
+
+    async def _write(self, store: str, event_type: str, t: TypeSchemas | None, seq: int) -> bool:
+        """Compare-and-set the type's value (a delete marker when ``t`` is None); False when
+        another writer came first."""
+        bucket = self.subjects.schema_bucket(store)
+        subject = self.subjects.kv_subject(bucket, kv_token(event_type))
+        headers = {H_EXPECT_SUBJ_SEQ: str(seq)}
+        payload = b""
+        if t is None:
+            headers[H_KV_OP] = "DEL"
+        else:
+            payload = json.dumps(stored_doc(t), ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            await self.log.publish(subject, payload, headers)
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_WRONG_LAST_SEQUENCE:
+                return False
+            raise
+        await self.registry.refresh(store, event_type)
+        return True
+
+    async def register(self, store: str, event_type: str, schema: SchemaDef) -> TypeSchemas:
+        """Add (or replace) one version; the resulting chain must have no gap."""
+        await self._store(store)
+        check_json_schema(schema.json_schema)
+        now = time.time_ns() // 1_000_000
+        for _ in range(CAS_ATTEMPTS):
+            current, seq = await self._read(store, event_type)
+            versions = dict(current.versions) if current else {}
+            registered = dict(current.registered_at) if current else {}
+            versions[schema.version] = schema
+            registered[schema.version] = now
+            check_chain(versions)
+            t = TypeSchemas(event_type, versions, registered)
+            if await self._write(store, event_type, t, seq):
+                return t
+        raise UnavailableError(
+            "too many concurrent changes to this event type; try again", details={"event_type": event_type}
+        )
+
+    async def unregister(self, store: str, event_type: str, version: int | None) -> None:
+        """Remove every version of a type, or one version (when the chain stays whole). Removing
+        something that is not registered is fine."""
+        await self._store(store)
+        for _ in range(CAS_ATTEMPTS):
+            current, seq = await self._read(store, event_type)
+            if current is None or (version is not None and version not in current.versions):
+                return
+            t: TypeSchemas | None = None
+            if version is not None and len(current.versions) > 1:
+                versions = {v: s for v, s in current.versions.items() if v != version}
+                try:
+                    check_chain(versions)
+                except InvalidRequestError as exc:
+                    raise InvalidRequestError(
+                        f"removing version {version} would leave a gap in the upcaster chain",
+                        details={**exc.details, "field": "version", "version": version},
+                    ) from None
+                registered = {v: r for v, r in current.registered_at.items() if v != version}
+                t = TypeSchemas(event_type, versions, registered)
+            if await self._write(store, event_type, t, seq):
+                return
+        raise UnavailableError(
+            "too many concurrent changes to this event type; try again", details={"event_type": event_type}
+        )

@@ -1,0 +1,193 @@
+"""The channel service without a server: its pinned wire surface, the table and its overrides,
+topic rules and matching, and the dispatcher's weighted draining and shedding rules."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from services.channel import service
+from services.channel.dispatch import Dispatcher
+from services.channel.policy import ChannelTable
+from services.channel.store import topic_matches
+from shared.errors import NotFoundError, UnavailableError
+from shared.memory import MemoryMonitor
+from shared.models.channel import PublishRequest, SubscribeRequest
+from shared.settings import ChannelOverride, ChannelsSettings
+from shared.subjects import Subjects
+
+PINNED = {
+    "esdb.api._.channel.publish": ("PublishRequest", "PublishResponse"),
+    "esdb.api._.channel.subscribe": ("SubscribeRequest", "SubscribeResponse"),
+    "esdb.api._.channel.unsubscribe": ("UnsubscribeRequest", "OkResponse"),
+    "esdb.api._.channel.history": ("HistoryRequest", "HistoryResponse"),
+    "esdb.api._.channel.list": ("ChannelsRequest", "ChannelsResponse"),
+}
+
+
+def test_channel_service_subjects_are_pinned() -> None:
+    s = Subjects()
+    actual = {s.api("_", "channel", op.name): (op.request.__name__, op.response.__name__) for op in service.OPS}
+    assert actual == PINNED
+    assert all(op.scope == "global" and op.description for op in service.OPS)
+    assert s.channel("events", "user.*") == "esdb.ch.events.user.*"
+    assert Subjects("acme").channel_log("alerts", ">") == "acme.chlog.alerts.>"
+
+
+def test_overrides_change_and_add_channels() -> None:
+    table = ChannelTable(
+        ChannelsSettings(
+            capability_mode="disabled",
+            overrides={
+                "health": ChannelOverride(rate_limit=0, priority="low"),
+                "events": ChannelOverride(hmac="required", capability_mode="required", durable=True),
+                "billing": ChannelOverride(priority="critical"),
+            },
+        )
+    )
+    health, events, billing, alerts = (table.get(n) for n in ("health", "events", "billing", "alerts"))
+    assert (health.rate_limit, health.priority, health.capability_mode) == (None, "low", "disabled")
+    assert (events.hmac, events.capability_mode, events.durable, events.priority) == (
+        "required",
+        "required",
+        True,
+        "high",
+    )
+    assert (billing.priority, billing.durable, billing.hmac, billing.rate_limit) == ("critical", True, "optional", None)
+    assert (alerts.hmac, alerts.durable, alerts.capability_mode) == ("required", True, "disabled")
+    assert len(table.channels) == 11
+    with pytest.raises(NotFoundError):
+        table.get("nope")
+    with pytest.raises(ValidationError):
+        ChannelsSettings(overrides={"Bad Name": ChannelOverride()})
+
+
+@pytest.mark.parametrize("topic", ["a", "user.created", "a-b_c:d=e+f@g~h", ".".join(["t"] * 16), "x" * 64])
+def test_good_topics(topic: str) -> None:
+    assert PublishRequest(channel="events", topic=topic, message=1).topic == topic
+
+
+@pytest.mark.parametrize("topic", ["", "a..b", ".a", "a.", "a b", "a.*", "a.>", "ä", "x" * 65, ".".join(["t"] * 17)])
+def test_bad_publish_topics(topic: str) -> None:
+    with pytest.raises(ValidationError):
+        PublishRequest(channel="events", topic=topic, message=1)
+
+
+@pytest.mark.parametrize("topic", ["*", ">", "a.*", "a.>", "*.b.>", "a.*.c"])
+def test_subscription_patterns(topic: str) -> None:
+    assert SubscribeRequest(channel="events", topic=topic, deliver_to="_INBOX.x").topic == topic
+
+
+@pytest.mark.parametrize("topic", ["a.>.b", ">.a", "a*", "a.b*"])
+def test_bad_patterns(topic: str) -> None:
+    with pytest.raises(ValidationError):
+        SubscribeRequest(channel="events", topic=topic, deliver_to="_INBOX.x")
+
+
+@pytest.mark.parametrize("deliver_to", ["_INBOX.*", "_INBOX.>", "a..b", "with space", ""])
+def test_deliver_to_must_be_literal(deliver_to: str) -> None:
+    with pytest.raises(ValidationError):
+        SubscribeRequest(channel="events", topic="a", deliver_to=deliver_to)
+
+
+def test_topic_matching() -> None:
+    def m(p: str, t: str) -> bool:
+        return topic_matches(tuple(p.split(".")), t.split("."))
+
+    assert m("a.b", "a.b") and not m("a.b", "a.c") and not m("a", "a.b") and not m("a.b", "a")
+    assert m("a.*", "a.x") and not m("a.*", "a.x.y") and not m("a.*", "a")
+    assert m("a.>", "a.x") and m("a.>", "a.x.y") and not m("a.>", "a")
+    assert m(">", "z") and m("*.b.>", "a.b.c.d") and not m("*.b.>", "a.c.d")
+
+
+# --- dispatcher --------------------------------------------------------------------------------
+
+
+def _dispatcher(memory: MemoryMonitor | None = None, **kw: Any) -> Dispatcher:
+    args: dict[str, Any] = {
+        "workers": 1,
+        "max_queue": 100,
+        "shed_at": {"low": 0.25, "normal": 0.5, "high": 1.0},
+        "weights": {"critical": 8, "high": 4, "normal": 2, "low": 1},
+        "max_wait_s": 5.0,
+        "memory": memory,
+    }
+    args.update(kw)
+    return Dispatcher(**args)
+
+
+async def test_weighted_round_robin_order() -> None:
+    d = _dispatcher(weights={"critical": 3, "high": 2, "normal": 1, "low": 1})
+    order: list[str] = []
+    d.pause()
+    await d.start()
+    jobs = []
+    for p in ("low", "normal", "high", "critical"):
+        for i in range(4):
+
+            async def work(p: str = p, i: int = i) -> str:
+                order.append(p[0])
+                return f"{p}{i}"
+
+            jobs.append(asyncio.ensure_future(d.submit(p, work)))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert d.queued() == 16
+    d.resume()
+    results = await asyncio.wait_for(asyncio.gather(*jobs), 5)
+    await d.stop()
+    assert results[:4] == ["low0", "low1", "low2", "low3"]  # each publisher gets its own result
+    # rounds of 3 critical, 2 high, 1 normal, 1 low until queues empty
+    assert "".join(order) == "ccchhnl" + "chhnl" + "nl" + "nl"
+
+
+async def test_exceptions_reach_the_publisher_and_stop_fails_leftovers() -> None:
+    d = _dispatcher()
+    await d.start()
+
+    async def boom() -> None:
+        raise UnavailableError("jetstream down")
+
+    with pytest.raises(UnavailableError, match="jetstream down"):
+        await asyncio.wait_for(d.submit("high", boom), 5)
+    d.pause()
+    left = asyncio.ensure_future(d.submit("low", boom))
+    await asyncio.sleep(0)
+    d.max_wait_s = 0.01
+    await d.stop()
+    with pytest.raises(UnavailableError):
+        await asyncio.wait_for(left, 5)
+
+
+async def test_queue_timeout() -> None:
+    d = _dispatcher(max_wait_s=0.05)
+    d.pause()
+    await d.start()
+
+    async def ok() -> int:
+        return 1
+
+    job = asyncio.ensure_future(d.submit("normal", ok))
+    await asyncio.sleep(0.1)
+    d.resume()
+    with pytest.raises(UnavailableError) as exc:
+        await asyncio.wait_for(job, 5)
+    assert exc.value.details["reason"] == "queue_timeout"
+    await d.stop()
+
+
+def test_shedding_rules() -> None:
+    crit = _dispatcher(MemoryMonitor(limit_bytes=1, sample_interval_s=3600))
+    for p in ("low", "normal"):
+        with pytest.raises(UnavailableError) as exc:
+            crit.admit(p, "ch")  # type: ignore[arg-type]
+        assert exc.value.details["reason"] == "memory_pressure"
+    crit.admit("high", "ch")
+    crit.admit("critical", "ch")
+    elevated = _dispatcher(MemoryMonitor(limit_bytes=1 << 60, elevated=1e-15, critical=0.99, sample_interval_s=3600))
+    with pytest.raises(UnavailableError):
+        elevated.admit("low", "ch")
+    elevated.admit("normal", "ch")
+    assert crit.shed == {"critical": 0, "high": 0, "normal": 1, "low": 1}

@@ -1,0 +1,71 @@
+"""compose.yaml: valid against the compose specification, and complete — every service in
+services/ runs with two replicas and a health check, beside a 3-node NATS cluster and an
+OpenTelemetry collector. (No Docker engine is needed: nothing is started.)"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from shared.runner import SERVICES
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose.yaml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = YAML(typ="safe").load(COMPOSE.read_text())  # resolves the << merges
+    return data
+
+
+def test_compose_validates_against_the_compose_spec_schema() -> None:
+    exe = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which("check-jsonschema")
+    if exe is None:
+        pytest.skip("check-jsonschema is not installed (pip install -e '.[test]')")
+    proc = subprocess.run(
+        [exe, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_service_runs_twice_with_a_health_check_on_its_own_instances(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in SERVICES:
+        assert name in services, f"services/{name} has no service in compose.yaml"
+        svc = services[name]
+        cmd = svc["command"]
+        assert cmd[:2] == ["serve", name], cmd
+        ready = cmd[cmd.index("--ready-file") + 1]
+        assert svc["deploy"]["replicas"] == 2, name
+        test = svc["healthcheck"]["test"]
+        assert test[:4] == ["CMD", "python", "-m", "shared.probe"], test
+        assert test[test.index("--ready-file") + 1] == ready, (name, test)
+        env = svc["environment"]
+        assert env["ESDB_GATER_NATS_URL"].split(",") == [f"nats://nats{i}:4222" for i in (1, 2, 3)]
+        assert env["ESDB_GATER_DEFAULT_STORE__REPLICAS"] == "3"
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+        for node in ("nats1", "nats2", "nats3"):
+            assert svc["depends_on"][node]["condition"] == "service_healthy"
+    gateway = {n for n, s in services.items() if s.get("build")}
+    assert gateway == set(SERVICES), f"compose.yaml runs services that do not exist: {sorted(gateway - set(SERVICES))}"
+
+
+def test_a_three_node_nats_cluster_from_nats_compose_and_a_collector(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for i in (1, 2, 3):
+        node = services[f"nats{i}"]
+        assert node["command"] == ["-c", f"/etc/nats/n{i}.conf"]
+        assert (ROOT / "nats" / "compose" / f"n{i}.conf").is_file()
+        conf = (ROOT / "nats" / "compose" / f"n{i}.conf").read_text()
+        assert "jetstream" in conf and all(f"nats-route://nats{j}:6222" in conf for j in (1, 2, 3))
+        assert "healthz" in " ".join(node["healthcheck"]["test"])
+    collector = services["otel-collector"]
+    assert any("otel-collector.yaml" in v for v in collector["volumes"])
+    assert (ROOT / "nats" / "compose" / "otel-collector.yaml").is_file()
