@@ -37,11 +37,13 @@ __all__ = [
     "JS_BATCH_LIMIT",
     "FastClient",
     "JetStreamApiError",
+    "KvValue",
     "Log",
     "PubAck",
     "StoredMsg",
     "connect",
     "flush_barrier",
+    "kv_values",
     "parse_ts_ns",
 ]
 
@@ -339,4 +341,53 @@ def _parse_headers(raw: bytes) -> dict[str, str]:
             continue
         k, _, v = line.partition(":")
         out[k.strip()] = v.strip()
+    return out
+
+
+# --- KV listings without a consumer ---------------------------------------------------------------
+
+KV_MULTI_LAST_LIMIT: Final = 1024  # subjects per multi_last Direct Get the server answers
+
+
+@dataclass(slots=True, frozen=True)
+class KvValue:
+    key: str
+    value: bytes
+    revision: int
+
+
+async def kv_values(log: Log, bucket: str, key_filter: str) -> list[KvValue]:
+    """The live keys of a KV bucket matching ``key_filter`` (e.g. ``def.>``) and their values.
+
+    nats-py's ``kv.watch`` creates an ephemeral consumer per listing, which the server keeps for
+    a while after it stops; services that list their definitions every second would keep dozens
+    alive. This is ``STREAM.INFO`` with a subject filter (the keys, one request per 100 000) and
+    batched Direct Gets ``multi_last`` (1024 values per request). Keys whose last message is a
+    delete or purge marker are left out."""
+    stream = f"KV_{bucket}"
+    head = f"$KV.{bucket}."
+    subjects: list[str] = []
+    offset = 0
+    while True:
+        try:
+            si = await log.api(
+                f"$JS.API.STREAM.INFO.{stream}", {"subjects_filter": head + key_filter, "offset": offset}
+            )
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                return []
+            raise
+        page = list(si.get("state", {}).get("subjects") or {})
+        subjects.extend(page)
+        offset += len(page)
+        if not page or offset >= int(si.get("total", len(page))):
+            break
+    out: list[KvValue] = []
+    for i in range(0, len(subjects), KV_MULTI_LAST_LIMIT):
+        group = subjects[i : i + KV_MULTI_LAST_LIMIT]
+        msgs, _ = await log.direct_batch(stream, {"multi_last": group, "batch": len(group)})
+        for sm in msgs:
+            if sm.headers.get("KV-Operation") in ("DEL", "PURGE") or not sm.data:
+                continue
+            out.append(KvValue(sm.subject[len(head) :], sm.data, sm.seq))
     return out

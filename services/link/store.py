@@ -35,8 +35,7 @@ from shared.errors import (
     StoreNotFoundError,
     StreamNotFoundError,
 )
-from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log
-from shared.kvscan import kv_values
+from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log, kv_values
 from shared.models.link import CreateLinkRequest, derived_stream
 from shared.peers import Peers
 from shared.settings import Settings

@@ -35,8 +35,7 @@ from shared.errors import (
     UnavailableError,
 )
 from shared.eventlog import Commit, commit_of, decode_commit
-from shared.jetstream import ERR_STREAM_NOT_FOUND, JS_BATCH_LIMIT, JetStreamApiError, Log, StoredMsg
-from shared.kvscan import kv_values
+from shared.jetstream import ERR_STREAM_NOT_FOUND, JS_BATCH_LIMIT, JetStreamApiError, Log, StoredMsg, kv_values
 from shared.peers import Peers
 from shared.settings import Settings
 from shared.subjects import Subjects, kv_token

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Final, Literal
 
+import msgpack
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from shared.models.common import Request, Response, StreamId
@@ -199,6 +200,10 @@ class Transform(Request):
     def _adds(cls, v: dict[str, Any]) -> dict[str, Any]:
         for p in v:
             _check_path(p)
+        try:  # derived events travel as msgpack: 64-bit integers at most
+            msgpack.packb(v, use_bin_type=True)
+        except (OverflowError, TypeError, ValueError):
+            raise ValueError("add_fields values must be JSON with integers of at most 64 bits") from None
         return v
 
 

@@ -33,18 +33,22 @@ __all__ = [
 ]
 
 _CRITERIA = ("before", "before_version", "max_age", "keep_versions")
+_MAX_INT = 2**63 - 1
+_MAX_AGE_S = 1e12  # ~31 700 years
 
 
 class ScavengeOptions(Request):
     """What may be removed. An event is removed only when every given criterion allows it."""
 
     before: int | None = Field(
-        default=None, ge=0, description="epoch_us: events with epoch_us <= before may go (like version_at)"
+        default=None, ge=0, le=_MAX_INT, description="epoch_us: events with epoch_us <= before may go (like version_at)"
     )
-    before_version: int | None = Field(default=None, ge=0, description="versions < before_version may go")
-    max_age: float | None = Field(default=None, ge=0, description="seconds: events older than this may go")
+    before_version: int | None = Field(default=None, ge=0, le=_MAX_INT, description="versions < before_version may go")
+    max_age: float | None = Field(
+        default=None, ge=0, le=_MAX_AGE_S, description="seconds: events older than this may go"
+    )
     keep_versions: int | None = Field(
-        default=None, ge=0, description="always keep the newest N events (alone: remove all older ones)"
+        default=None, ge=0, le=_MAX_INT, description="always keep the newest N events (alone: remove all older ones)"
     )
     require_snapshot: bool = Field(
         default=True,
@@ -129,8 +133,8 @@ class PolicySetRequest(Request):
 
     name: str | None = Field(default=None, min_length=1, max_length=256, description="default: the pattern")
     pattern: str = Field(min_length=1, max_length=256)
-    max_age: float | None = Field(default=None, ge=0)
-    keep_versions: int | None = Field(default=None, ge=0)
+    max_age: float | None = Field(default=None, ge=0, le=_MAX_AGE_S)
+    keep_versions: int | None = Field(default=None, ge=0, le=_MAX_INT)
     require_snapshot: bool = True
     archive: bool = False
     interval_s: float = Field(default=3600.0, ge=1, le=30 * 86400, description="seconds between runs")

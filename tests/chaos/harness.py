@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -430,14 +431,14 @@ def _events(ids: list[str], writer: int) -> list[dict[str, Any]]:
     return [{"event_id": i, "event_type": "Chaos", "data": {"w": writer, "n": k}} for k, i in enumerate(ids)]
 
 
-async def _version(client: GaterClient, stream: str, stop: asyncio.Event) -> int:
-    """The stream's version, asked again until the store answers (or the load is over)."""
+async def _version(client: GaterClient, stream: str, stop: asyncio.Event) -> int | None:
+    """The stream's version, asked again until the store answers; None once the load is over."""
     while True:
         try:
             return await client.get_version(STORE, stream)
         except GatewayError:
             if stop.is_set():
-                raise
+                return None
             await asyncio.sleep(0.2)
 
 
@@ -455,12 +456,10 @@ async def writer(
 ) -> None:
     """Appends of ``sizes`` events with client-supplied ids until ``stop``: with the exact
     expected version it tracks (``exact``), or with ANY."""
-    import random
-
     rng = random.Random(n)
     version = await _version(client, stream, stop) if exact else -2
     for _ in range(max_appends):
-        if stop.is_set():
+        if stop.is_set() or version is None:
             return
         a = ledger.new(stream, rng.randint(*sizes), version if exact else -2)
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -225,8 +226,6 @@ async def test_16_writers_racing_on_one_stream_one_success_per_version(chaos: Ch
     deadline = time.monotonic() + 120
 
     async def race(i: int, client: GaterClient) -> None:
-        import uuid
-
         while len(won) < target and time.monotonic() < deadline:
             v = await client.get_version(STORE, stream)
             eid = str(uuid.uuid4())

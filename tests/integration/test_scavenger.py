@@ -25,6 +25,7 @@ from shared.jetstream import Log
 from shared.models.scavenger import ScavengeOptions
 from shared.settings import Settings
 from shared.subjects import Subjects
+from shared.telemetry import attach, detach
 from tests.conftest import Wire
 
 pytestmark = pytest.mark.timeout(60)
@@ -285,25 +286,36 @@ async def test_missing_stream_and_store(client: GaterClient, store: str, stream_
 
 
 async def test_policies_run_on_schedule_and_report(client: GaterClient, store: str) -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    def on_event(event: tuple[str, ...], measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+        if event == ("scavenger", "policy_run") and metadata.get("store_id") == store:
+            seen.append((metadata["policy"], measurements["deleted_count"]))
+
+    assert attach(f"policy-{store}", on_event)  # the session's services run in this process
     for s in ("log-a", "log-b", "keep"):
         await fill(client, store, s, [1, 1, 1, 1])
     p = await client.set_retention_policy(store, "log-*", keep_versions=1, require_snapshot=False, interval_s=1)
     assert (p.name, p.pattern, p.keep_versions, p.runs, p.last_run) == ("log-*", "log-*", 1, 0, None)
     await client.set_retention_policy(store, "x*", name="strict", max_age=3600)  # needs snapshots: refused
     assert [x.name for x in await client.list_retention_policies(store)] == ["log-*", "strict"]
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        got = await client.get_retention_policy(store, "log-*")
-        if got.runs >= 1 and got.last_run is not None and got.last_run.finished_at:
-            break
-        await asyncio.sleep(0.1)
-    assert got.last_run is not None
-    assert got.total_deleted == 6 and got.last_run.by
-    assert sorted((r.stream_id, r.deleted_versions) for r in got.last_run.results) == [
-        ("log-a", [0, 2]),
-        ("log-b", [0, 2]),
-    ]
-    assert len(await client.stream_forward(store, "keep", 0, 10)) == 4
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            got = await client.get_retention_policy(store, "log-*")
+            if got.runs >= 1 and got.last_run is not None and got.last_run.finished_at and seen:
+                break
+            await asyncio.sleep(0.1)
+        assert got.last_run is not None
+        assert got.total_deleted == 6 and got.last_run.by
+        assert sorted((r.stream_id, r.deleted_versions) for r in got.last_run.results) == [
+            ("log-a", [0, 2]),
+            ("log-b", [0, 2]),
+        ]
+        assert len(await client.stream_forward(store, "keep", 0, 10)) == 4
+    finally:
+        assert detach(f"policy-{store}")
+    assert ("log-*", 6) in seen  # the run's report as telemetry too
     # replacing keeps the history; deleting removes it
     p2 = await client.set_retention_policy(store, "log-*", keep_versions=2, require_snapshot=False, interval_s=3600)
     assert (p2.keep_versions, p2.created_at) == (2, p.created_at) and p2.runs >= 1

@@ -1,0 +1,64 @@
+"""Hostile input to the link, scavenger, causation and health ops: every reply is a success or a
+structured error, never ``internal``, and never a traceback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.conftest import Wire
+
+pytestmark = pytest.mark.timeout(60)
+
+OPS = {
+    "link": ["create", "start", "stop", "delete", "get", "list", "info"],
+    "scavenger": [
+        "scavenge",
+        "scavenge_matching",
+        "dry_run",
+        "archive_read",
+        "policy_set",
+        "policy_get",
+        "policy_list",
+        "policy_delete",
+    ],
+    "causation": ["effects", "cause", "chain", "correlated", "graph"],
+    "health": ["quick"],
+    "memory": ["level", "stats"],
+}
+
+BODIES: list[Any] = [
+    [],
+    "text",
+    None,
+    {"name": 10**30, "stream_id": 10**30, "event_id": 10**30},
+    {"name": "x" * 10_000, "pattern": "*" * 10_000, "event_id": "e" * 10_000, "archive_key": "k" * 10_000},
+    {"name": "ok", "source": {"type": "all"}, "filter": {"field": "data." + "a." * 300 + "b", "op": "=", "value": 1}},
+    {"name": "ok", "source": {"type": "all"}, "transform": {"add_fields": {"big": 10**30}}},
+    {"stream_id": "s", "before": 10**30},
+    {"stream_id": "s", "max_age": 1e300},
+    {"stream_id": "s", "keep_versions": 1, "require_snapshot": "yes"},
+    {"pattern": "a*", "max_age": -1},
+    {"archive_key": "../../etc/passwd"},
+    {"event_id": "\u0000\ud800x"},
+    {"correlation_id": "c", "format": "dot", "max_nodes": 10**9},
+    {"id": "x", "event_id": "y"},
+]
+
+
+@pytest.mark.parametrize("body", BODIES, ids=range(len(BODIES)))
+async def test_no_op_answers_internal(wire: Wire, store: str, body: Any) -> None:
+    await wire.call(store, "append", {"stream_id": "s", "events": [{"event_type": "E", "data": {}}]})
+    data = json.dumps(body).encode()
+    for service, ops in OPS.items():
+        for op in ops:
+            reply = await wire.raw(f"esdb.api.{store}.{service}.{op}", data, wait=10)
+            if reply.is_error:
+                code = reply.body["error"]["code"]
+                assert code != "internal", (service, op, reply.body)
+                reply.error(code)  # the envelope and headers are well formed
+    check = await wire.raw("esdb.api._.health.check", data, wait=10)
+    if check.is_error:
+        check.error("invalid_request")
