@@ -60,13 +60,29 @@ class Running:
         self.services = services
         self.resources = resources
 
-    async def stop(self) -> None:
-        for svc in self.services:
-            await svc.stop()
-        for res in self.resources:
-            await res.stop()
-        if not self.nc.is_closed:
-            await self.nc.drain()
+    async def stop(self, step_timeout: float = 15.0) -> None:
+        """Each step is bounded: a stuck resource (say, a JetStream call on a connection that is
+        reconnecting) must not keep a process from exiting; what did not stop in time is logged
+        and the connection is closed instead of drained."""
+        steps: list[tuple[str, Any]] = [(f"service {s.service._name}", s.stop) for s in self.services]
+        steps += [(type(r).__name__, r.stop) for r in self.resources]
+        clean = True
+        for what, stop in steps:
+            try:
+                await asyncio.wait_for(stop(), step_timeout)
+            except TimeoutError:
+                clean = False
+                log.warning("stopping %s took longer than %.0f s; going on", what, step_timeout)
+        if self.nc.is_closed:
+            return
+        try:
+            if clean:
+                await asyncio.wait_for(self.nc.drain(), step_timeout)
+            else:
+                await self.nc.close()
+        except TimeoutError:
+            log.warning("draining the NATS connection took longer than %.0f s; closing it", step_timeout)
+            await self.nc.close()
 
 
 async def start_services(names: Sequence[str], settings: Settings, nc: Client | None = None) -> Running:

@@ -167,7 +167,8 @@ async def test_kill_a_nats_node_while_8_clients_append_then_another(chaos: Chaos
 
                 stats = await _load(chaos, ledger, exact=6, any_=2, readers=0, duration=16, faults=faults)
                 v = await _verdict(nc, admin, ledger)
-                _report(f"round {rnd}: node n{victim + 1} (stream leader n{leader + 1}) killed", v, stats, retries)
+                title = f"round {rnd}: node n{victim + 1} (stream leader n{leader + 1}) killed"
+                _report(title + (" (totals of both rounds)" if rnd > 1 else ""), v, stats, retries)
                 _assert_clean(v, stats, no_errors=True)
     finally:
         await close(nc)
