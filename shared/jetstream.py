@@ -25,6 +25,7 @@ from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from shared.errors import (
+    ErrorCode,
     GatewayError,
     GatewayTimeoutError,
     InternalError,
@@ -37,6 +38,7 @@ __all__ = [
     "JS_BATCH_LIMIT",
     "FastClient",
     "JetStreamApiError",
+    "JetStreamUnavailableError",
     "KvValue",
     "Log",
     "PubAck",
@@ -130,6 +132,15 @@ class JetStreamApiError(GatewayError):
         self.js_status = status
 
 
+class JetStreamUnavailableError(JetStreamApiError):
+    """A JetStream API error with status 503 (temporarily unavailable, insufficient resources):
+    answered as ``unavailable`` and retryable."""
+
+    code = ErrorCode.UNAVAILABLE
+    status = 503
+    retryable = True
+
+
 @dataclass(slots=True, frozen=True)
 class PubAck:
     seq: int
@@ -172,7 +183,10 @@ def _raise_api_error(body: dict[str, Any]) -> None:
     desc = str(err.get("description", "jetstream error"))
     if code == ERR_MAX_PAYLOAD:
         raise PayloadTooLargeError("the append is larger than the store accepts", details={"reason": desc})
-    raise JetStreamApiError(code, desc, int(err.get("code", 500)))
+    status = int(err.get("code", 500))
+    if status == 503:  # e.g. no leader during an election: the caller may try again
+        raise JetStreamUnavailableError(code, desc, status)
+    raise JetStreamApiError(code, desc, status)
 
 
 class Log:

@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,8 @@ _STORED_HEADERS = (
     "Nats-Last-Sequence",
 )
 
-Upcaster = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+# (store, events) -> the events at their type's current schema version (shared.upcasting)
+Upcaster = Callable[[str, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
 def _contains(data: Any, pattern: Any) -> bool:
@@ -193,7 +194,7 @@ class Driver:
             stream_id = self.subjects.stream_id_of(msg.subject)
             rows = [ev for ev in decode_commit(sm, stream_id) if self.match(ev)]
             if rows and self.upcast is not None:
-                rows = self.upcast(rows)
+                rows = await self.upcast(self.d.store, rows)
             if not rows:
                 await msg.ack()
                 return

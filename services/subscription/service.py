@@ -27,6 +27,7 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.SubCtx], li
     from shared.jetstream import Log
     from shared.settings import Settings
     from shared.subjects import Subjects
+    from shared.upcasting import SchemaRegistry
 
     assert isinstance(nc, Client) and isinstance(settings, Settings)
     subjects = Subjects(settings.subject_prefix)
@@ -34,7 +35,11 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.SubCtx], li
     await log.start()
     subs = SubscriptionStore(nc, log, subjects, settings)
     await subs.open()
-    supervisor = Supervisor(nc, subs, subjects, owner=nc._nuid.next().decode(), lease_ttl_s=settings.lease_ttl_s)
+    # deliveries pass through the same upcasting as stream reads (SPEC.md §6)
+    schemas = SchemaRegistry(log, subjects)
+    supervisor = Supervisor(
+        nc, subs, subjects, owner=nc._nuid.next().decode(), lease_ttl_s=settings.lease_ttl_s, upcast=schemas.upcast
+    )
     await supervisor.start()
     spec = ServiceSpec(
         name=f"{settings.service_name_prefix}-subscription",
@@ -44,4 +49,4 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.SubCtx], li
         ops=OPS,
         make_ctx=lambda store: h.SubCtx(store=store, subs=subs, supervisor=supervisor),
     )
-    return spec, [supervisor, log]
+    return spec, [supervisor, schemas, log]
