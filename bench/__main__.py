@@ -7,7 +7,7 @@ and stops everything it started — also on Ctrl-C, SIGTERM or an error. Targets
 informational: the exit code is 0 whenever the run completes.
 
     python -m bench [--quick] [--storage file|memory] [--replicas 1|3] [--sync default|always]
-                    [--duration S] [--tail-events N] [--only seq,conc,atomic,forward,tail,sub]
+                    [--duration S] [--tail-events N] [--only seq,conc,atomic,forward,tail,sub,upcast,link,cause,channel]
                     [--loop uvloop|asyncio] [--instances N] [--wait-quiet S] [--json FILE]
                     [--profile-service FILE]
 
@@ -38,7 +38,10 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import StorageType, StreamConfig
 
+from bench.causation import chain_lookup
+from bench.channel import channel_child, channel_vs_raw
 from bench.cpu import CpuMeter, background_load
+from bench.link import link_forwarding
 from bench.measure import Interrupted, Sample, check_stop, concurrent, request_stop, sequential, set_meter
 from bench.ops import (
     BenchError,
@@ -58,6 +61,7 @@ from bench.ops import (
 from bench.procs import Child, rss_mb, service_child, zero_child
 from bench.report import Check, Report, Row
 from bench.subscription import gateway_catch_up, raw_ordered_catch_up
+from bench.upcast import measure_upcast_reads
 from shared.natsserver import NatsCluster, NatsServer, find_nats_server
 
 __all__ = ["main"]
@@ -510,6 +514,71 @@ async def scenario_sub(x: Ctx) -> None:
     ]
 
 
+async def _wait_for(x: Ctx, service: str) -> None:
+    for _ in range(150):
+        try:
+            await x.nc.request(f"$SRV.PING.esdb-{service}", b"", timeout=0.5)
+            return
+        except (NatsTimeoutError, NoRespondersError):
+            await asyncio.sleep(0.2)
+    raise BenchError(f"the {service} service did not answer $SRV.PING")
+
+
+async def scenario_upcast(x: Ctx) -> None:
+    await _wait_for(x, "schema")
+    log("forward read of 1000 events: 3-step upcaster chain vs none")
+    x.report.rows += (await measure_upcast_reads(x.nc, STORE, x.d, errors=x.errs)).rows()
+
+
+async def scenario_link(x: Ctx) -> None:
+    await _wait_for(x, "link")
+    log("link forwarding")
+    r = await link_forwarding(x.args.url, events=5_000 if x.args.quick else 20_000)
+    sc = "link forwarding"
+    x.report.rows += [
+        Row(sc, "backfill", value=f"{r['backfill_events_per_s']:,.0f} events/s"),
+        Row(
+            sc,
+            "live",
+            value=f"{r['live_events_per_s']:,.0f} events/s",
+            note=f"client appends {r['append_events_per_s']:,.0f}/s; "
+            f"done {r['live_lag_after_last_append_s'] * 1000:.0f} ms after the last",
+        ),
+    ]
+
+
+async def scenario_cause(x: Ctx) -> None:
+    await _wait_for(x, "causation")
+    log("causation chain lookups")
+    r = await chain_lookup(x.args.url, sizes=(1_000, 10_000 if x.args.quick else 100_000))
+    c = x.check(Check("causation chain, large vs 1k (p50 ratio)", r["ratio_p50"], "<=", 2.0))
+    rows = [
+        Row("causation chain (depth 10)", f"{int(row['events']):,} events", value=f"p50 {row['p50_ms']:.2f} ms")
+        for row in r["rows"]
+    ]
+    rows[-1].ratio = c.fmt()
+    rows[-1].target = c.target_cell()
+    x.report.rows += rows
+
+
+async def scenario_channel(x: Ctx) -> None:
+    for _ in range(150):
+        try:
+            await x.nc.request("esdb.api._.channel.list", b"{}", timeout=0.5)
+            break
+        except (NatsTimeoutError, NoRespondersError):
+            await asyncio.sleep(0.2)
+    log("channel publish -> deliver, HMAC on / off, vs raw core request-reply")
+    r = await channel_vs_raw(x.nc, duration=x.d, concurrency=CONCURRENCY, zero_subject=ZERO_SUBJECT)
+    raw = r["raw_request_reply"].ops_s
+    sc = f"channel publish → deliver ({CONCURRENCY} concurrent)"
+    x.report.rows += [
+        Row(sc, "gateway, HMAC-signed", r["channel_hmac"], f"{r['channel_hmac'].ops_s / raw:.2f}" if raw else ""),
+        Row(sc, "gateway, unsigned", r["channel_plain"], f"{r['channel_plain'].ops_s / raw:.2f}" if raw else ""),
+        Row(sc, "raw core request-reply", r["raw_request_reply"]),
+    ]
+
+
 SCENARIOS = {
     "seq": scenario_seq,
     "conc": scenario_conc,
@@ -517,6 +586,10 @@ SCENARIOS = {
     "forward": scenario_forward,
     "tail": scenario_tail,
     "sub": scenario_sub,
+    "upcast": scenario_upcast,
+    "link": scenario_link,
+    "cause": scenario_cause,
+    "channel": scenario_channel,
 }
 
 
@@ -710,10 +783,17 @@ def main(argv: list[str] | None = None) -> int:
             children.append(child)
             services.append(child.start())
         args.extra_service_pids = []
-        if "sub" in args.only:
-            sub = service_child(url, service="subscription")
-            children.append(sub)
-            args.extra_service_pids.append(sub.start().pid)
+        args.url = url
+        extra = {"sub": "subscription", "upcast": "schema", "link": "link", "cause": "causation"}
+        for scenario, service in extra.items():
+            if scenario in args.only:
+                child = service_child(url, service=service)
+                children.append(child)
+                args.extra_service_pids.append(child.start().pid)
+        if "channel" in args.only:
+            ch = channel_child(url)
+            children.append(ch)
+            args.extra_service_pids.append(ch.start().pid)
         zero = zero_child(url, ZERO_SUBJECT, args.loop)
         children.append(zero)
         zero.start()
