@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-__all__ = ["MemoryLevel", "MemoryMonitor", "MemoryStats", "level_for", "read_stats"]
+__all__ = ["MemoryLevel", "MemoryMonitor", "MemoryStats", "level_for", "monitor_from", "read_stats"]
 
 MemoryLevel = Literal["normal", "elevated", "critical"]
 
@@ -194,3 +194,17 @@ class MemoryMonitor:
 
     def level(self) -> MemoryLevel:
         return self.stats().level
+
+
+def monitor_from(settings: object) -> MemoryMonitor:
+    """The process's memory monitor, as configured (``memory.*`` settings)."""
+    from shared.settings import Settings
+
+    assert isinstance(settings, Settings)
+    mem = settings.memory
+    return MemoryMonitor(
+        elevated=mem.elevated,
+        critical=mem.critical,
+        limit_bytes=mem.limit_bytes,
+        sample_interval_s=mem.sample_interval_s,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.health import handlers as h
 from services.health.store import Probes
 from shared.endpoint import Op, ServiceSpec
-from shared.memory import MemoryMonitor
+from shared.memory import MemoryMonitor, monitor_from
 from shared.models import health as m
 from shared.models.common import OkResponse
 
@@ -17,20 +17,6 @@ OPS: list[Op[h.HealthCtx]] = [
     Op("level", h.memory_level, m.MemoryRequest, m.MemoryLevelResponse, "memory level", token="memory"),
     Op("stats", h.memory_stats, m.MemoryRequest, m.MemoryStatsResponse, "memory used/total/level", token="memory"),
 ]
-
-
-def monitor_from(settings: object) -> MemoryMonitor:
-    """The process's memory monitor, as configured (``memory.*`` settings)."""
-    from shared.settings import Settings
-
-    assert isinstance(settings, Settings)
-    mem = settings.memory
-    return MemoryMonitor(
-        elevated=mem.elevated,
-        critical=mem.critical,
-        limit_bytes=mem.limit_bytes,
-        sample_interval_s=mem.sample_interval_s,
-    )
 
 
 def spec(

@@ -51,7 +51,9 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.StreamCtx],
     subjects = Subjects(settings.subject_prefix)
     log = Log(nc, timeout=settings.request_timeout_s)
     await log.start()
-    events = EventStore(log, subjects, settings)
+    from shared.memory import monitor_from
+
+    events = EventStore(log, subjects, settings, memory=monitor_from(settings))
     for name, cfg in settings.stores.items():
         await events.create_store(name, cfg)
     schemas = SchemaRegistry(log, subjects)  # stopped before the log whose inbox it uses

@@ -49,6 +49,7 @@ from shared.jetstream import (
     Log,
     StoredMsg,
 )
+from shared.memory import MemoryMonitor
 from shared.models.stream import ANY_VERSION, NO_STREAM, STREAM_EXISTS, EventIn
 from shared.settings import Settings, StoreConfig
 from shared.subjects import Subjects
@@ -60,6 +61,12 @@ log = logging.getLogger(__name__)
 H_EXPECT_SUBJ_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
 H_MSG_ID: Final = "Nats-Msg-Id"
 HEAD_CACHE_SIZE: Final = 100_000
+# read page (commits, bytes) per memory level
+READ_PAGES: Final = {
+    "normal": (JS_BATCH_LIMIT, 8 * 1024 * 1024),
+    "elevated": (200, 2 * 1024 * 1024),
+    "critical": (50, 512 * 1024),
+}
 # JetStream refusals of a store's config that the caller can fix: insufficient resources
 # (e.g. replicas > cluster size) and replicas > 1 on a single server
 ERR_STORE_REFUSED: Final = (10023, 10074)
@@ -99,10 +106,11 @@ def _matches(expected: int, current: int) -> bool:
 class EventStore:
     """Appends and reads for every store, over one NATS connection."""
 
-    def __init__(self, log: Log, subjects: Subjects, settings: Settings) -> None:
+    def __init__(self, log: Log, subjects: Subjects, settings: Settings, memory: MemoryMonitor | None = None) -> None:
         self.log = log
         self.subjects = subjects
         self.settings = settings
+        self.memory = memory
         self._stores: dict[str, StoreInfo] = {}
         self._heads: OrderedDict[tuple[str, str], Commit] = OrderedDict()
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
@@ -427,14 +435,17 @@ class EventStore:
         return hi
 
     async def _batch(self, store: str, stream_id: str, from_seq: int, n: int) -> tuple[list[StoredMsg], int]:
-        """Up to ``n`` commits of the stream from ``from_seq`` on, and how many more there are."""
+        """Up to ``n`` commits of the stream from ``from_seq`` on, and how many more there are.
+        Under memory pressure the pages get smaller (the read still completes, in more round
+        trips), so one large read cannot push an elevated process over the edge (SPEC.md §10)."""
+        limit, max_bytes = READ_PAGES[self.memory.level() if self.memory is not None else "normal"]
         return await self.log.direct_batch(
             self.subjects.log_stream(store),
             {
                 "seq": from_seq,
-                "batch": min(n, JS_BATCH_LIMIT),
+                "batch": min(n, limit),
                 "next_by_subj": self.subjects.log_subject(store, stream_id),
-                "max_bytes": 8 * 1024 * 1024,
+                "max_bytes": max_bytes,
             },
         )
 
