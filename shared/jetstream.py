@@ -46,6 +46,7 @@ __all__ = [
     "connect",
     "flush_barrier",
     "kv_values",
+    "open_kv",
     "parse_ts_ns",
 ]
 
@@ -112,6 +113,17 @@ async def flush_barrier(nc: Client, wait_s: float = 10.0, *, _flush: Any = None)
         await flush_queue.put(written)
         await asyncio.wait_for(written, wait_s)
     await (_flush or nc.flush)(int(wait_s) or 1)
+
+
+async def open_kv(js: Any, config: Any) -> Any:
+    """The KV bucket ``config.bucket``, created with ``config`` when it does not exist yet
+    (creating an existing bucket with the same config is harmless, so racing instances agree)."""
+    from nats.js.errors import BucketNotFoundError
+
+    try:
+        return await js.key_value(config.bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(config)
 
 
 async def connect(url: str, **options: Any) -> FastClient:

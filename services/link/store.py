@@ -26,7 +26,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from shared.errors import (
     AlreadyExistsError,
@@ -35,7 +35,7 @@ from shared.errors import (
     StoreNotFoundError,
     StreamNotFoundError,
 )
-from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log, kv_values
+from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log, kv_values, open_kv
 from shared.models.link import CreateLinkRequest, derived_stream
 from shared.peers import Peers
 from shared.settings import Settings
@@ -117,12 +117,9 @@ class LinkStore:
 
     async def open(self) -> None:
         bucket = self.subjects.links_bucket()
-        try:
-            self.kv = await self.js.key_value(bucket)
-        except BucketNotFoundError:
-            self.kv = await self.js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=1, direct=True, description="esdb-gater stream links")
-            )
+        self.kv = await open_kv(
+            self.js, KeyValueConfig(bucket=bucket, history=1, direct=True, description="esdb-gater stream links")
+        )
 
     def changes_subject(self) -> str:
         """Every write to a link definition is published here by JetStream (the KV subject)."""

@@ -35,7 +35,7 @@ from shared.errors import (
     UnavailableError,
 )
 from shared.eventlog import Commit, commit_of, decode_commit
-from shared.jetstream import ERR_STREAM_NOT_FOUND, JS_BATCH_LIMIT, JetStreamApiError, Log, StoredMsg, kv_values
+from shared.jetstream import ERR_STREAM_NOT_FOUND, JS_BATCH_LIMIT, JetStreamApiError, Log, StoredMsg, kv_values, open_kv
 from shared.peers import Peers
 from shared.settings import Settings
 from shared.subjects import Subjects, kv_token
@@ -63,12 +63,9 @@ class ScavengeStore:
 
     async def open(self) -> None:
         bucket = self.subjects.scavenger_bucket()
-        try:
-            self.kv = await self.js.key_value(bucket)
-        except BucketNotFoundError:
-            self.kv = await self.js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=1, direct=True, description="esdb-gater retention policies")
-            )
+        self.kv = await open_kv(
+            self.js, KeyValueConfig(bucket=bucket, history=1, direct=True, description="esdb-gater retention policies")
+        )
 
     # --- the log ------------------------------------------------------------------------------
     async def ensure_store(self, store: str) -> None:

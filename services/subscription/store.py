@@ -20,7 +20,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from shared.errors import (
     AlreadyExistsError,
@@ -29,7 +29,7 @@ from shared.errors import (
     StoreNotFoundError,
     error_from_envelope,
 )
-from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log, StoredMsg
+from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log, StoredMsg, open_kv
 from shared.models.subscription import SaveRequest
 from shared.settings import Settings
 from shared.subjects import Subjects
@@ -99,12 +99,9 @@ class SubscriptionStore:
 
     async def open(self) -> None:
         bucket = self.subjects.subscriptions_bucket()
-        try:
-            self.kv = await self.js.key_value(bucket)
-        except BucketNotFoundError:
-            self.kv = await self.js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=1, direct=True, description="esdb-gater subscriptions")
-            )
+        self.kv = await open_kv(
+            self.js, KeyValueConfig(bucket=bucket, history=1, direct=True, description="esdb-gater subscriptions")
+        )
 
     # --- stores (asked of the stream service, which owns them) -------------------------------
     async def ensure_store(self, store: str) -> None:
