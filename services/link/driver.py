@@ -40,7 +40,7 @@ from shared.errors import (
 )
 from shared.eventlog import decode_commit
 from shared.jetstream import StoredMsg
-from shared.lease import Lease
+from shared.lease import Lease, LeaseSupervisor
 from shared.models.link import DERIVED_PREFIX
 from shared.subjects import Subjects
 from shared.telemetry import emit
@@ -308,8 +308,10 @@ def _chunks(items: list[_Out]) -> list[list[_Out]]:
     return out
 
 
-class Supervisor:
+class Supervisor(LeaseSupervisor[Definition, Driver]):
     """Runs in every instance: keeps a driver going for each running link whose lease it holds."""
+
+    name = "link-supervisor"
 
     def __init__(
         self,
@@ -320,16 +322,16 @@ class Supervisor:
         lease_ttl_s: float = 5.0,
         memory_level: MemoryLevel | None = None,
     ) -> None:
+        super().__init__(store.kv, owner, lease_ttl_s)
         self.nc = nc
         self.store = store
         self.subjects = subjects
-        self.owner = owner
-        self.lease_ttl_s = lease_ttl_s
         self.memory_level = memory_level
-        self.drivers: dict[tuple[str, str], tuple[Driver, Lease]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._sub: Any = None
+
+    @property
+    def drivers(self) -> dict[tuple[str, str], tuple[Driver, Lease]]:
+        return self.workers
 
     async def start(self) -> None:
         async def on_change(msg: Msg) -> None:
@@ -337,72 +339,31 @@ class Supervisor:
 
         # every write to a definition is a message on its KV subject: react at once
         self._sub = await self.nc.subscribe(self.store.changes_subject(), cb=on_change)
-        self._task = asyncio.create_task(self._run(), name="link-supervisor")
+        await super().start()
 
-    def poke(self) -> None:
-        self._wake.set()
-
-    async def stop(self) -> None:
+    async def _unsubscribe(self) -> None:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-        for driver, lease in list(self.drivers.values()):
-            await driver.stop()
-            with contextlib.suppress(Exception):
-                await lease.release()
-        self.drivers.clear()
+
+    async def stop(self) -> None:
+        await self._unsubscribe()
+        await super().stop()
 
     async def abandon(self) -> None:
         """Stop without releasing leases: what a crash looks like (tests)."""
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-        for driver, _ in list(self.drivers.values()):
-            await driver.stop()
-        self.drivers.clear()
+        await self._unsubscribe()
+        await super().abandon()
 
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("link supervisor: reconcile failed", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.lease_ttl_s / 4)
+    async def wanted(self) -> dict[tuple[str, str], Definition]:
+        return {(d.store, d.key): d for d in await self.store.definitions() if d.status == "running"}
 
-    async def reconcile(self) -> None:
-        defs = {(d.store, d.key): d for d in await self.store.definitions() if d.status == "running"}
-        for k in list(self.drivers):
-            driver, lease = self.drivers[k]
-            if k not in defs or driver.done:
-                self.drivers.pop(k)
-                await driver.stop()
-                await lease.release()
-        for k, d in defs.items():
-            running = self.drivers.get(k)
-            lease = (
-                running[1] if running else Lease(self.store.kv, self.store.lease_key(*k), self.owner, self.lease_ttl_s)
-            )
-            held = await lease.acquire_or_renew()
-            if held and running is None:
-                driver = Driver(self.nc, self.store, self.subjects, d, self.memory_level)
-                await driver.start()
-                self.drivers[k] = (driver, lease)
-            elif not held and running is not None:
-                self.drivers.pop(k)
-                await running[0].stop()
+    def lease_key(self, key: tuple[str, str]) -> str:
+        return self.store.lease_key(*key)
+
+    def make_worker(self, item: Definition) -> Driver:
+        return Driver(self.nc, self.store, self.subjects, item, self.memory_level)
+
+    def finished(self, worker: Driver) -> bool:
+        return worker.done

@@ -31,7 +31,7 @@ from services.subscription.store import Definition, SubscriptionStore
 from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
 from shared.eventlog import decode_commit
 from shared.jetstream import StoredMsg
-from shared.lease import Lease
+from shared.lease import Lease, LeaseSupervisor
 from shared.subjects import Subjects, encode_token
 
 __all__ = ["Driver", "Supervisor", "matcher", "pattern_regex"]
@@ -350,8 +350,10 @@ class Driver:
         return len(waits)
 
 
-class Supervisor:
+class Supervisor(LeaseSupervisor[Definition, Driver]):
     """Runs in every instance: keeps a driver going for each subscription whose lease it holds."""
+
+    name = "subscription-supervisor"
 
     def __init__(
         self,
@@ -362,76 +364,26 @@ class Supervisor:
         lease_ttl_s: float = 5.0,
         upcast: Upcaster | None = None,
     ) -> None:
+        super().__init__(store.kv, owner, lease_ttl_s)
         self.nc = nc
         self.store = store
         self.subjects = subjects
-        self.owner = owner
-        self.lease_ttl_s = lease_ttl_s
         self.upcast = upcast
-        self.drivers: dict[tuple[str, str], tuple[Driver, Lease]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self.defs: dict[tuple[str, str], Definition] = {}  # as of the last reconcile
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="subscription-supervisor")
+    @property
+    def defs(self) -> dict[tuple[str, str], Definition]:
+        """The definitions as of the last reconcile (acks look names up here)."""
+        return self.items
 
-    def poke(self) -> None:
-        """Look again now (a subscription was saved or removed here)."""
-        self._wake.set()
+    @property
+    def drivers(self) -> dict[tuple[str, str], tuple[Driver, Lease]]:
+        return self.workers
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-        for driver, lease in list(self.drivers.values()):
-            await driver.stop()
-            with contextlib.suppress(Exception):
-                await lease.release()
-        self.drivers.clear()
+    async def wanted(self) -> dict[tuple[str, str], Definition]:
+        return {(d.store, d.key): d for d in await self.store.definitions()}
 
-    async def abandon(self) -> None:
-        """Stop without releasing leases or acking anything: what a crash looks like."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        for driver, _ in list(self.drivers.values()):
-            await driver.stop()
-        self.drivers.clear()
+    def lease_key(self, key: tuple[str, str]) -> str:
+        return self.store.lease_key(*key)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("subscription supervisor: reconcile failed")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.lease_ttl_s / 4)
-
-    async def reconcile(self) -> None:
-        defs = {(d.store, d.key): d for d in await self.store.definitions()}
-        self.defs = defs
-        for k in list(self.drivers):
-            if k not in defs:
-                driver, lease = self.drivers.pop(k)
-                await driver.stop()
-                await lease.release()
-        for k, d in defs.items():
-            running = self.drivers.get(k)
-            lease = (
-                running[1] if running else Lease(self.store.kv, self.store.lease_key(*k), self.owner, self.lease_ttl_s)
-            )
-            held = await lease.acquire_or_renew()
-            if held and running is None:
-                driver = Driver(self.nc, self.store, self.subjects, d, self.upcast)
-                await driver.start()
-                self.drivers[k] = (driver, lease)
-            elif not held and running is not None:
-                self.drivers.pop(k)
-                await running[0].stop()
+    def make_worker(self, item: Definition) -> Driver:
+        return Driver(self.nc, self.store, self.subjects, item, self.upcast)
