@@ -30,9 +30,10 @@ from typing import Any, Final
 
 import msgpack
 
-from shared.errors import InvalidRequestError, NotFoundError, StoreNotFoundError
+from shared.errors import InvalidRequestError, NotFoundError
 from shared.jetstream import ERR_STREAM_NOT_FOUND, ERR_WRONG_LAST_SEQUENCE, JetStreamApiError, Log, StoredMsg
 from shared.settings import Settings, StoreConfig
+from shared.stores import kv_bucket_stream, store_config
 from shared.subjects import Subjects, kv_token
 
 __all__ = ["ChunkResult", "SnapshotStore", "Upload"]
@@ -141,39 +142,10 @@ class SnapshotStore:
         cfg = self._ready.get(store)
         if cfg is not None:
             return cfg
-        try:
-            si = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.log_stream(store)}")
-        except JetStreamApiError as exc:
-            if exc.err_code != ERR_STREAM_NOT_FOUND:
-                raise
-            if not self.settings.auto_create_stores:
-                raise StoreNotFoundError(f"store {store!r} does not exist", details={"store": store}) from None
-            cfg = self.settings.stores.get(store, self.settings.default_store)
-        else:
-            c = si["config"]
-            cfg = StoreConfig(replicas=int(c.get("num_replicas", 1)), storage=c.get("storage", "file"))
+        cfg = await store_config(self.log, self.subjects, self.settings, store)
         bucket = self.subjects.snapshot_bucket(store)
         await self._create(
-            {
-                "name": self.subjects.kv_stream(bucket),
-                "description": f"esdb-gater snapshots of store {store}",
-                "subjects": [self.subjects.kv_subject(bucket, ">")],
-                "retention": "limits",
-                "max_msgs_per_subject": 1,
-                "max_msgs": -1,
-                "max_bytes": -1,
-                "max_age": 0,
-                "max_msg_size": -1,
-                "max_consumers": -1,
-                "discard": "new",
-                "storage": cfg.storage,
-                "num_replicas": cfg.replicas,
-                "duplicate_window": 120_000_000_000,
-                "allow_rollup_hdrs": True,
-                "deny_delete": True,
-                "allow_direct": True,
-                "metadata": {"esdb_gater_store": store},
-            }
+            kv_bucket_stream(self.subjects, bucket, f"esdb-gater snapshots of store {store}", cfg, store)
         )
         self._ready[store] = cfg
         return cfg

@@ -1,0 +1,58 @@
+"""What services other than the stream service need to know about a store.
+
+A store exists when its event log (the JetStream stream ``<prefix>-log-<store>``) exists; the
+stream service creates it. Services that keep their own per-store buckets (snapshots, schemas)
+take the store's replicas and storage from that stream, and create their KV buckets with the
+same stream settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.errors import StoreNotFoundError
+from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log
+from shared.settings import Settings, StoreConfig
+from shared.subjects import Subjects
+
+__all__ = ["kv_bucket_stream", "store_config"]
+
+
+async def store_config(log: Log, subjects: Subjects, settings: Settings, store: str) -> StoreConfig:
+    """The store's replicas and storage, read from its event log; ``store_not_found`` when it
+    has none, unless stores are created on first use (then the configured defaults)."""
+    try:
+        si = await log.api(f"$JS.API.STREAM.INFO.{subjects.log_stream(store)}")
+    except JetStreamApiError as exc:
+        if exc.err_code != ERR_STREAM_NOT_FOUND:
+            raise
+        if not settings.auto_create_stores:
+            raise StoreNotFoundError(f"store {store!r} does not exist", details={"store": store}) from None
+        return settings.stores.get(store, settings.default_store)
+    c = si["config"]
+    return StoreConfig(replicas=int(c.get("num_replicas", 1)), storage=c.get("storage", "file"))
+
+
+def kv_bucket_stream(subjects: Subjects, bucket: str, description: str, cfg: StoreConfig, store: str) -> dict[str, Any]:
+    """The JetStream stream config of a KV bucket (ADR-8 layout: one value per key, rollups,
+    direct gets), with the store's replicas and storage."""
+    return {
+        "name": subjects.kv_stream(bucket),
+        "description": description,
+        "subjects": [subjects.kv_subject(bucket, ">")],
+        "retention": "limits",
+        "max_msgs_per_subject": 1,
+        "max_msgs": -1,
+        "max_bytes": -1,
+        "max_age": 0,
+        "max_msg_size": -1,
+        "max_consumers": -1,
+        "discard": "new",
+        "storage": cfg.storage,
+        "num_replicas": cfg.replicas,
+        "duplicate_window": 120_000_000_000,
+        "allow_rollup_hdrs": True,
+        "deny_delete": True,
+        "allow_direct": True,
+        "metadata": {"esdb_gater_store": store},
+    }
