@@ -29,7 +29,7 @@ from shared.errors import (
     StoreNotFoundError,
     error_from_envelope,
 )
-from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log, StoredMsg, open_kv
+from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log, StoredMsg, kv_values, open_kv
 from shared.models.subscription import SaveRequest
 from shared.settings import Settings
 from shared.subjects import Subjects
@@ -266,19 +266,11 @@ class SubscriptionStore:
         return existed
 
     async def definitions(self, store: str | None = None) -> list[Definition]:
-        """Every definition (of one store): a KV watch on ``def.<store>.>`` that stops after the
-        current values (nats-py's ``keys(filters=)`` matches substrings over all keys)."""
-        watcher = await self.kv.watch(f"def.{store}.>" if store else "def.>", ignore_deletes=True)
-        out = []
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.value and entry.operation is None:
-                    out.append(Definition.from_json(entry.value))
-        finally:
-            await watcher.stop()
-        return out
+        """Every definition (of one store). ``kv_values`` lists keys with STREAM.INFO and Direct
+        Gets: a KV watch would leave an ephemeral consumer behind on every listing, and the
+        supervisors list several times a second (JetStream then refuses new consumers)."""
+        rows = await kv_values(self.log, self.subjects.subscriptions_bucket(), f"def.{store}.>" if store else "def.>")
+        return [Definition.from_json(r.value) for r in rows]
 
     async def lease_value(self, store: str, key: str) -> bytes | None:
         try:
