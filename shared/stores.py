@@ -18,15 +18,16 @@ from shared.subjects import Subjects
 __all__ = ["kv_bucket_stream", "store_config"]
 
 
-async def store_config(log: Log, subjects: Subjects, settings: Settings, store: str) -> StoreConfig:
+async def store_config(log: Log, subjects: Subjects, settings: Settings | None, store: str) -> StoreConfig:
     """The store's replicas and storage, read from its event log; ``store_not_found`` when it
-    has none, unless stores are created on first use (then the configured defaults)."""
+    has none, unless ``settings`` say stores are created on first use (then the configured
+    defaults). Services that never create stores pass no settings."""
     try:
         si = await log.api(f"$JS.API.STREAM.INFO.{subjects.log_stream(store)}")
     except JetStreamApiError as exc:
         if exc.err_code != ERR_STREAM_NOT_FOUND:
             raise
-        if not settings.auto_create_stores:
+        if settings is None or not settings.auto_create_stores:
             raise StoreNotFoundError(f"store {store!r} does not exist", details={"store": store}) from None
         return settings.stores.get(store, settings.default_store)
     c = si["config"]

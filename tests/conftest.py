@@ -38,6 +38,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--nats-container`` without a Docker engine: every test is marked skipped, with the
+    reason, instead of failing on a server that cannot start."""
+    image = config.getoption("--nats-container")
+    if not image:
+        return
+    from tests.integration.test_docker import DOCKER_AVAILABLE
+
+    if not DOCKER_AVAILABLE:
+        marker = pytest.mark.skip(reason=f"--nats-container {image}: no Docker engine reachable")
+        for item in items:
+            item.add_marker(marker)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires_own_server: needs a server started by the harness")
 
@@ -63,8 +77,7 @@ def _container(image: str) -> Iterator[str]:
     """The same suite against a stock NATS image, when a Docker engine answers."""
     from tests.integration.test_docker import DOCKER_AVAILABLE
 
-    if not DOCKER_AVAILABLE:
-        pytest.skip(f"--nats-container {image}: no Docker engine reachable")
+    assert DOCKER_AVAILABLE, "pytest_collection_modifyitems skips every test in this case"
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 

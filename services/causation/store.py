@@ -28,10 +28,11 @@ from typing import Any, Final
 import msgpack
 from nats.aio.client import Client
 
-from shared.errors import StoreNotFoundError, UnavailableError
+from shared.errors import UnavailableError
 from shared.eventlog import decode_commit
 from shared.jetstream import ERR_STREAM_NOT_FOUND, JS_BATCH_LIMIT, JetStreamApiError, Log, StoredMsg
 from shared.settings import Settings
+from shared.stores import store_config
 from shared.subjects import Subjects
 
 __all__ = ["CONSUMER", "CausationStore", "IndexEntry"]
@@ -73,14 +74,8 @@ class CausationStore:
         """(replicas, storage) of the store's log; ``store_not_found`` when there is none."""
         cfg = self._cfg.get(store)
         if cfg is None:
-            try:
-                si = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.log_stream(store)}")
-            except JetStreamApiError as exc:
-                if exc.err_code == ERR_STREAM_NOT_FOUND:
-                    raise StoreNotFoundError(f"store {store!r} does not exist", details={"store": store}) from None
-                raise
-            c = si["config"]
-            cfg = (int(c.get("num_replicas", 1)), str(c.get("storage", "file")))
+            found = await store_config(self.log, self.subjects, None, store)
+            cfg = (found.replicas, found.storage)
             self._cfg[store] = cfg
         return cfg
 

@@ -30,7 +30,6 @@ from shared.errors import (
     GatewayError,
     InvalidRequestError,
     NotFoundError,
-    StoreNotFoundError,
     StreamNotFoundError,
     UnavailableError,
 )
@@ -38,6 +37,7 @@ from shared.eventlog import Commit, commit_of, decode_commit
 from shared.jetstream import ERR_STREAM_NOT_FOUND, JS_BATCH_LIMIT, JetStreamApiError, Log, StoredMsg, kv_values, open_kv
 from shared.peers import Peers
 from shared.settings import Settings
+from shared.stores import store_config
 from shared.subjects import Subjects, kv_token
 
 __all__ = ["ARCHIVE_FORMAT", "ScavengeStore", "policy_key"]
@@ -76,14 +76,8 @@ class ScavengeStore:
         """(replicas, storage) of the store's log; ``store_not_found`` when it has none."""
         cfg = self._replicas.get(store)
         if cfg is None:
-            try:
-                si = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.log_stream(store)}")
-            except JetStreamApiError as exc:
-                if exc.err_code == ERR_STREAM_NOT_FOUND:
-                    raise StoreNotFoundError(f"store {store!r} does not exist", details={"store": store}) from None
-                raise
-            c = si["config"]
-            cfg = (int(c.get("num_replicas", 1)), str(c.get("storage", "file")))
+            found = await store_config(self.log, self.subjects, None, store)
+            cfg = (found.replicas, found.storage)
             self._replicas[store] = cfg
         return cfg
 

@@ -27,8 +27,7 @@ def compose() -> dict[str, Any]:
 
 def test_compose_validates_against_the_compose_spec_schema() -> None:
     exe = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which("check-jsonschema")
-    if exe is None:
-        pytest.skip("check-jsonschema is not installed (pip install -e '.[test]')")
+    assert exe is not None, "check-jsonschema is part of the test extra: pip install -e '.[test]'"
     proc = subprocess.run(
         [exe, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)], capture_output=True, text=True, timeout=60
     )
