@@ -25,7 +25,8 @@ header, and a ``retryable`` flag that clients use to decide whether to try again
     ├── GatewayTimeoutError        timeout                 504  (retryable)
     ├── UnavailableError           unavailable             503  (retryable)
     ├── InternalError              internal                500
-    └── RetriesExhaustedError      retries_exhausted       503  (client side only)
+    ├── RetriesExhaustedError      retries_exhausted       503  (client side only)
+    └── QuotaExceededError         quota_exceeded          429
 
 The envelope is ``{"error": {"code", "message", "retryable", "details"}}``; ``error_from_envelope``
 turns it back into the same class, so Python callers and tests raise what the service raised.
@@ -53,6 +54,7 @@ __all__ = [
     "NoSnapshotError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "QuotaExceededError",
     "RateLimitedError",
     "RetriesExhaustedError",
     "SignatureRequiredError",
@@ -94,6 +96,7 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
     RETRIES_EXHAUSTED = "retries_exhausted"
+    QUOTA_EXCEEDED = "quota_exceeded"
 
 
 class GatewayError(Exception):
@@ -282,6 +285,14 @@ class RetriesExhaustedError(GatewayError):
         self.last_error = last_error
 
 
+class QuotaExceededError(GatewayError):
+    """A per-store quota (subscriptions, links, schemas, forwardings, auto-created stores) is used
+    up; ``details`` has ``quota``, ``limit`` and ``store``. Not retryable: free something first."""
+
+    code = ErrorCode.QUOTA_EXCEEDED
+    status = 429
+
+
 _BY_CODE: dict[str, type[GatewayError]] = {
     cls.code.value: cls
     for cls in (
@@ -306,6 +317,7 @@ _BY_CODE: dict[str, type[GatewayError]] = {
         UnavailableError,
         InternalError,
         RetriesExhaustedError,
+        QuotaExceededError,
     )
 }
 

@@ -22,7 +22,15 @@ from pydantic_settings import (
 
 from shared.subjects import PREFIX_RE, STORE_RE
 
-__all__ = ["ChannelOverride", "ChannelsSettings", "MemorySettings", "Settings", "StoreConfig"]
+__all__ = [
+    "ChannelOverride",
+    "ChannelsSettings",
+    "MemorySettings",
+    "QuotaSettings",
+    "SecuritySettings",
+    "Settings",
+    "StoreConfig",
+]
 
 
 class StoreConfig(BaseModel):
@@ -120,6 +128,58 @@ class ChannelsSettings(BaseModel):
         return v
 
 
+class QuotaSettings(BaseModel):
+    """Per-store limits on what clients can make the gateway keep (issue 10, docs/security.md).
+    Going over answers ``quota_exceeded`` (429). 0 means no limit."""
+
+    subscriptions_per_store: int = Field(default=1000, ge=0)
+    links_per_store: int = Field(default=100, ge=0)
+    schemas_per_store: int = Field(default=1000, ge=0)
+    forwardings_per_store: int = Field(default=1000, ge=0, description="channel subscribe-with-token forwardings")
+    auto_created_stores: int = Field(default=100, ge=0, description="stores that auto_create_stores may make")
+    idle_evict_s: float = Field(default=300, gt=0, description="per-store state in memory (watches, caches) kept idle")
+
+
+class SecuritySettings(BaseModel):
+    """The trust boundary (docs/security.md, issue 10): where replies may go, which client-named
+    subjects are refused, and capability tokens on every service."""
+
+    capability_mode: CapabilityModeSetting = Field(
+        default="disabled",
+        description="disabled: tokens ignored; optional: a token that comes must hold; required: every op needs one",
+    )
+    trusted_issuers: list[str] = Field(default_factory=list, description="DIDs that may issue root capability tokens")
+    realm: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    audience: str | None = Field(default=None, description="when set, a token's aud must be this DID")
+    capability_leeway_s: int = Field(default=5, ge=0, le=300)
+    open_services: list[str] = Field(
+        default_factory=lambda: ["health", "memory"],
+        description="service tokens whose ops need no capability token even in required mode",
+    )
+    service_token: SecretStr | None = Field(
+        default=None, description="the services' own capability token for calls between services (environment only)"
+    )
+    service_key_file: str | None = Field(
+        default=None, description="a file holding the services' Ed25519 private key (32 raw bytes, hex or base64)"
+    )
+    reply_prefixes: list[str] = Field(
+        default_factory=lambda: ["_INBOX.", "_R_."],
+        description="reply subjects a service answers; anything else is dropped, logged and counted",
+    )
+    target_allow: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="per store: subject prefixes a client-named target (subscriber, deliver_to) must start with",
+    )
+
+    @field_validator("reply_prefixes")
+    @classmethod
+    def _reply_prefixes(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p or any(c in p for c in " \t\r\n*>"):
+                raise ValueError(f"reply prefix {p!r} must be a non-empty literal subject start")
+        return v
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ESDB_GATER_", env_nested_delimiter="__", extra="ignore")
 
@@ -140,6 +200,8 @@ class Settings(BaseSettings):
     )
     channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
 
     @field_validator("subject_prefix")
     @classmethod

@@ -42,6 +42,7 @@ PINNED_CODES = [
     "unavailable",
     "internal",
     "retries_exhausted",
+    "quota_exceeded",
 ]
 
 # code -> (class name, Nats-Service-Error-Code status, retryable)
@@ -67,6 +68,7 @@ PINNED_TABLE: dict[str, tuple[str, int, bool]] = {
     "unavailable": ("UnavailableError", 503, True),
     "internal": ("InternalError", 500, False),
     "retries_exhausted": ("RetriesExhaustedError", 503, False),
+    "quota_exceeded": ("QuotaExceededError", 429, False),
 }
 
 # The codes SPEC.md §2 names (the original's vocabulary): all of them must exist.

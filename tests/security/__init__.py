@@ -1,0 +1,1 @@
+"""The security suite (issue 10, docs/security.md "Threat model"): every attack replayed over the wire."""
