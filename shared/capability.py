@@ -81,6 +81,18 @@ ACTIONS: Final = (
     "subscription/create",
     "subscription/delete",
     "subscription/list",
+    # issue 10: every op of every service (shared/authz.TABLE)
+    "subscription/manage",
+    "subscription/read",
+    "subscription/ack",
+    "schema/read",
+    "schema/write",
+    "link/manage",
+    "link/read",
+    "store/admin",
+    "store/read",
+    "causation/read",
+    "health/read",
     "*",
 )
 

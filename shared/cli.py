@@ -1,7 +1,8 @@
 """The ``gater`` command.
 
-gater up [--data-dir DIR] [--port N] [--nats URL] [--sync always]
+gater up [--data-dir DIR] [--port N] [--nats URL] [--sync always] [--secure]
                                                     everything on an embedded nats-server
+                                                    (--secure: tenant accounts, ADR 0014)
 gater serve SERVICE... [--nats URL] [--ready-file F] chosen services against a given NATS
 gater bench [--quick] ...                           the benchmark (see bench/)
 """
@@ -9,15 +10,22 @@ gater bench [--quick] ...                           the benchmark (see bench/)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import SecretStr
+
+from shared import accounts
 from shared.natsserver import NatsServer
-from shared.runner import SERVICES, run, run_services
+from shared.runner import SERVICES, Running, run, run_services, start_services
 from shared.settings import Settings
+from shared.telemetry import setup_telemetry, shutdown_telemetry
 
 __all__ = ["main"]
 
@@ -29,7 +37,76 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
     return Settings(**kwargs)  # type: ignore[arg-type]
 
 
+async def _run_secure(settings: Settings, passwords: dict[str, str], on_ready: Callable[[], None]) -> None:
+    """Every service on its own connection as its own NATS user (the accounts layout gives each
+    user only what its service needs); then like ``run_services``: wait for a signal, drain."""
+    setup_telemetry("esdb-gater")
+    running: list[Running] = []
+    try:
+        for name in SERVICES:
+            own = settings.model_copy(update={"nats_user": name, "nats_password": SecretStr(passwords[name])})
+            running.append(await start_services([name], own))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        on_ready()
+        await stop.wait()
+    finally:
+        for r in reversed(running):
+            await r.stop()
+        shutdown_telemetry()
+
+
+def _up_secure(args: argparse.Namespace) -> int:
+    """``gater up --secure``: the embedded server with the tenant accounts of shared/accounts.py."""
+    if args.nats or os.environ.get("NATS_URL"):
+        print(
+            "gater up: --secure runs its own server with the tenant accounts; for a server of yours, include "
+            "nats/accounts.conf in its config and run `gater serve` per service (see compose.yaml)",
+            file=sys.stderr,
+        )
+        return 2
+    data_dir = Path(args.data_dir).resolve()
+    base = Settings()
+    passwords = accounts.load_or_create_passwords(data_dir)
+    server = NatsServer(
+        port=args.port,
+        data_dir=data_dir,
+        name="esdb-gater",
+        sync_always=args.sync == "always",
+        extra_config=accounts.render(base.subject_prefix),
+        env={accounts.password_env(user): pw for user, pw in passwords.items()},
+    ).start()
+    url = server.url
+    print(f"nats-server {url} (tenant accounts; JetStream data in {data_dir / 'jetstream'})", flush=True)
+    settings = _settings(args, nats_url=url, auto_create_stores=True, **accounts.secure_settings())
+    demo = passwords["demo"]
+
+    def ready() -> None:
+        print(f"esdb-gater is up (secure): services {', '.join(SERVICES)} on {url}, each as its own user", flush=True)
+        print(f"  tenant demo (store demo): user demo, password {demo}", flush=True)
+        print(
+            f"  try: nats --server {url} --user demo --password {demo} req "
+            f'{settings.subject_prefix}.api.demo.stream.version \'{{"stream_id":"x"}}\'',
+            flush=True,
+        )
+        others = ", ".join(t.user for t in accounts.DEFAULT_TENANTS if t.user != "demo")
+        print(f"  other tenants: {others}; passwords in {data_dir / accounts.PASSWORDS_FILE}", flush=True)
+        print("  Ctrl-C stops everything", flush=True)
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            run(_run_secure(settings, passwords, ready))
+    finally:
+        server.stop()
+        print("nats-server stopped", flush=True)
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
+    if args.secure:
+        return _up_secure(args)
     server: NatsServer | None = None
     url = args.nats or os.environ.get("NATS_URL")
     if url and args.sync == "always":
@@ -86,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         default="default",
         help="JetStream sync_interval of the embedded server: default (acknowledge before fsync; fsync "
         "every 2 min) or always (fsync every write before acknowledging it; slower, survives power loss)",
+    )
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="tenant accounts (nats/accounts.conf, docs/adr/0014): each service connects as its own user, "
+        "tenants demo/orders/billing reach only their store; prints the demo tenant's credentials",
     )
     up.set_defaults(func=_up)
 

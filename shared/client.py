@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import hashlib
 import uuid
 from collections import deque
@@ -27,6 +28,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from shared import jetstream, security
+from shared.authz import AUTHORIZATION_HEADER
 from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
 from shared.errors import (
     ERROR_CODE_HEADER,
@@ -43,7 +45,13 @@ from shared.models.link import LinkInfo
 from shared.models.scavenger import ArchiveReadResponse, Policy, ScavengeResult, ScavengeResults
 from shared.models.schema import SchemaRecord, SchemaSummary
 from shared.models.snapshot import RecordSnapshotResponse, Snapshot
-from shared.models.stream import AppendResponse, RecordedEvent, StoreInfoResponse, is_json_content_type
+from shared.models.stream import (
+    AppendResponse,
+    RecordedEvent,
+    ReindexResponse,
+    StoreInfoResponse,
+    is_json_content_type,
+)
 from shared.models.subscription import SubscriptionInfo
 from shared.retry import RetryConfig, with_retry
 from shared.subjects import Subjects
@@ -66,10 +74,13 @@ class GaterClient:
         codec: Literal["json", "msgpack"] = "json",
         timeout: float = 5.0,
         retry: RetryConfig | None = _DEFAULT_RETRY,
+        token: str | None = None,
     ) -> None:
         """``retry``: retriable errors (timeout, unavailable, rate_limited) are retried with
-        backoff (SPEC.md §10); ``None`` turns that off."""
+        backoff (SPEC.md §10); ``None`` turns that off. ``token``: a capability token sent as
+        ``Authorization: Bearer <token>`` with every request (docs/security.md)."""
         self.nc = nc
+        self.token = token
         self.subjects = Subjects(prefix)
         self.codec: Codec = MSGPACK if codec == "msgpack" else JSON
         self.timeout = timeout
@@ -82,6 +93,13 @@ class GaterClient:
         client = cls(nc, **kwargs)
         client._owns_connection = True
         return client
+
+    def with_token(self, token: str | None) -> GaterClient:
+        """A client on the same connection that sends ``token`` instead (None: no token)."""
+        other = copy.copy(self)
+        other.token = token
+        other._owns_connection = False
+        return other
 
     async def close(self) -> None:
         if self._owns_connection and not self.nc.is_closed:
@@ -114,6 +132,8 @@ class GaterClient:
 
     async def _send(self, subject: str, body: dict[str, Any]) -> Any:
         headers = inject_context({})
+        if self.token:
+            headers[AUTHORIZATION_HEADER] = f"Bearer {self.token}"
         if self.codec is MSGPACK:
             headers[CONTENT_TYPE_HEADER] = MSGPACK.content_type
         try:
@@ -279,6 +299,10 @@ class GaterClient:
 
     async def store_info(self, store: str) -> StoreInfoResponse:
         return StoreInfoResponse.model_validate(await self.request(store, "store", "info", {}))
+
+    async def reindex_store(self, store: str) -> ReindexResponse:
+        """Rebuild the store's event-id index from its log (admin; ADR 0017)."""
+        return ReindexResponse.model_validate(await self.request(store, "store", "reindex", {}))
 
     # --- snapshots (seed names) ----------------------------------------------------------------
     async def record_snapshot(
@@ -500,7 +524,9 @@ class GaterClient:
                 await sub.unsubscribe()
                 raise
             ack = SubscribeResponse.model_validate(reply)
-            out = ChannelSubscription(self, channel, topic, sub, forward_id=ack.id, expires_at=ack.expires_at)
+            out = ChannelSubscription(
+                self, channel, topic, sub, forward_id=ack.id, expires_at=ack.expires_at, token=token or None
+            )
         await jetstream.flush_barrier(self.nc)
         if after_seq is not None:
             try:
@@ -731,12 +757,14 @@ class ChannelSubscription:
         *,
         forward_id: str | None = None,
         expires_at: int | None = None,
+        token: str | None = None,
     ) -> None:
         self.client = client
         self.channel = channel
         self.topic = topic
         self.forward_id = forward_id
         self.expires_at = expires_at
+        self.token = token  # the subscribing token: it also removes the forwarding
         self.last_seq: int | None = None
         self._sub = sub
         self._backlog: deque[ChannelDelivery] = deque()
@@ -812,7 +840,8 @@ class ChannelSubscription:
         if self.forward_id is not None:
             fid, self.forward_id = self.forward_id, None
             with contextlib.suppress(GatewayError):
-                await self.client.request("_", "channel", "unsubscribe", {"id": fid})
+                body = {"id": fid, **({"capability_token": self.token} if self.token else {})}
+                await self.client.request("_", "channel", "unsubscribe", body)
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
 

@@ -10,15 +10,80 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 from typing import Any, Final, Protocol
 
 import msgpack
 
 from shared.errors import InvalidRequestError
 
-__all__ = ["CONTENT_TYPE_HEADER", "JSON", "MSGPACK", "Codec", "codec_for"]
+__all__ = ["CONTENT_TYPE_HEADER", "INT_MAX", "INT_MIN", "JSON", "MSGPACK", "Codec", "check_value", "codec_for"]
 
 CONTENT_TYPE_HEADER: Final = "Content-Type"
+
+# Every integer a request may carry: what msgpack (and so the event log) can hold, signed or
+# unsigned 64 bits. Anything else is an invalid_request, in JSON and msgpack alike.
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**64 - 1
+
+# Cheap byte scans that say whether a decoded body can hold a value check_value refuses; only
+# then is the decoded value walked (JSON: a long digit run, a 3-digit exponent or a surrogate
+# escape; msgpack: bin (a map key may be bytes), a float, or the timestamp extension).
+_JSON_SUSPECT: Final = re.compile(rb"\d{19}|[eE][+-]?\d{3}|\\u[dD][89a-fA-F]")
+_MSGPACK_SUSPECT: Final = re.compile(rb"[\xc4-\xc6\xca\xcb\xc7-\xc9\xd4-\xd8]")
+
+
+def _bad_scalar(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return None if INT_MIN <= value <= INT_MAX else "integer outside the signed/unsigned 64-bit range"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "number is not finite"
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "string is not valid UTF-8 (lone surrogate)"
+    return None
+
+
+def _first_problem(value: Any) -> tuple[str, str] | None:
+    """(dotted path, reason) of the first value ``check_value`` refuses, or None. Iterative: the
+    depth of a body is bounded by the decoders, not by this walk."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        v, path = stack.pop()
+        if isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    return (path or "body", "object keys must be strings")
+                reason = _bad_scalar(k)
+                if reason is not None:
+                    return (path or "body", f"key: {reason}")
+                stack.append((item, f"{path}.{k}" if path else k))
+        elif isinstance(v, list | tuple):
+            for i, item in enumerate(v):
+                stack.append((item, f"{path}.{i}" if path else str(i)))
+        else:
+            reason = _bad_scalar(v)
+            if reason is not None:
+                return (path or "body", reason)
+    return None
+
+
+def check_value(value: Any) -> Any:
+    """``value`` if every integer in it fits 64 bits, every float is finite, every string is
+    valid UTF-8 and every object key is a string; else ``InvalidRequestError`` naming the field."""
+    problem = _first_problem(value)
+    if problem is not None:
+        field, reason = problem
+        field = field[:200]
+        raise InvalidRequestError(f"{field}: {reason}", details={"field": field, "reason": reason})
+    return value
 
 
 class Codec(Protocol):
@@ -51,15 +116,18 @@ class JsonCodec:
         if not data:
             return {}
         try:
-            return json.loads(data, parse_constant=_reject_constant)
+            value = json.loads(data, parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, huge int literals
             raise InvalidRequestError(
-                "request body is not valid JSON", details={"field": "body", "reason": str(exc)}
+                "request body is not valid JSON", details={"field": "body", "reason": str(exc)[:200]}
             ) from None
         except RecursionError:
             raise InvalidRequestError(
                 "request body nests too deeply", details={"field": "body", "reason": "nesting"}
             ) from None
+        if _JSON_SUSPECT.search(data):
+            check_value(value)
+        return value
 
 
 def _reject_ext(code: int, data: bytes) -> Any:
@@ -80,11 +148,14 @@ class MsgpackCodec:
         if not data:
             return {}
         try:
-            return msgpack.unpackb(data, raw=False, strict_map_key=True, timestamp=2, ext_hook=_reject_ext)
+            value = msgpack.unpackb(data, raw=False, strict_map_key=True, timestamp=2, ext_hook=_reject_ext)
         except Exception as exc:  # msgpack raises many unrelated types for bad input
             raise InvalidRequestError(
                 "request body is not valid msgpack", details={"field": "body", "reason": str(exc)[:200]}
             ) from None
+        if _MSGPACK_SUSPECT.search(data):
+            check_value(value)
+        return value
 
 
 JSON: Final = JsonCodec()

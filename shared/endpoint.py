@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
@@ -30,6 +31,7 @@ from nats.micro.service import Endpoint, Service
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
+from shared.authz import Authz
 from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec, codec_for
 from shared.errors import (
     ERROR_CODE_HEADER,
@@ -44,9 +46,22 @@ from shared.models.common import Response
 from shared.subjects import STORE_RE, Subjects
 from shared.telemetry import extract_context, instruments, tracer
 
-__all__ = ["Op", "RunningService", "ServiceSpec", "start_service", "validation_details"]
+__all__ = [
+    "DEFAULT_REPLY_PREFIXES",
+    "Op",
+    "RunningService",
+    "ServiceSpec",
+    "drop_reply",
+    "own_inbox",
+    "reply_allowed",
+    "start_service",
+    "validation_details",
+]
 
 log = logging.getLogger(__name__)
+
+# the default of settings.security.reply_prefixes: NATS inboxes, and replies across accounts
+DEFAULT_REPLY_PREFIXES: Final = ("_INBOX.", "_R_.")
 
 StoreScope = str  # "store" (a real store id is required) or "global" (store token "_")
 
@@ -64,6 +79,7 @@ class Op(Generic[CtxT]):
     description: str = ""
     scope: StoreScope = "store"
     token: str | None = None  # the <service> subject token, when not the service's own
+    internal: bool = False  # on <prefix>.internal.*.<token>.<op>: services only (ADR 0016)
 
 
 @dataclass(frozen=True)
@@ -103,14 +119,83 @@ def _reply_headers(codec: Codec) -> dict[str, str] | None:
     return {CONTENT_TYPE_HEADER: MSGPACK.content_type} if codec is MSGPACK else None
 
 
+def _plain(text: str) -> str:
+    """``text`` as something every codec and a NATS header can carry (lone surrogates replaced)."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _error_body(codec: Codec, err: GatewayError) -> bytes:
+    """The error envelope in ``codec``; when it cannot be encoded (details holding a lone
+    surrogate or an object no codec knows), the same code and a plain message without details,
+    which always can be: every input gets a reply (issue 10)."""
+    try:
+        return codec.encode(err.to_envelope())
+    except Exception:
+        log.warning("error reply %s could not be encoded; sending it without details", err.code.value)
+        plain: dict[str, Any] = {"code": err.code.value, "message": _plain(err.message), "retryable": err.retryable}
+        return codec.encode({"error": {**plain, "details": {}}})
+
+
 async def _send_error(msg: Msg, codec: Codec, err: GatewayError) -> None:
     headers = {
-        ERROR_HEADER: err.message.replace("\r", " ").replace("\n", " ")[:200],
+        ERROR_HEADER: _plain(err.message).replace("\r", " ").replace("\n", " ")[:200],
         ERROR_CODE_HEADER: str(err.status),
     }
     if codec is MSGPACK:
         headers[CONTENT_TYPE_HEADER] = MSGPACK.content_type
-    await msg._client.publish(msg.reply, codec.encode(err.to_envelope()), headers=headers)
+    await msg._client.publish(msg.reply, _error_body(codec, err), headers=headers)
+
+
+DROP_LOG_KEYS: Final = 1024
+
+
+class _DropLog:
+    """Logs a refused reply subject once per key (op and the subject's first two tokens: what a
+    client controls), remembering at most ``DROP_LOG_KEYS`` keys (least recently seen go first)."""
+
+    def __init__(self, size: int = DROP_LOG_KEYS) -> None:
+        self.size = size
+        self.seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def first(self, op: str, subject: str) -> bool:
+        key = (op, ".".join(subject.split(".", 2)[:2])[:128])
+        if key in self.seen:
+            self.seen.move_to_end(key)
+            return False
+        self.seen[key] = None
+        if len(self.seen) > self.size:
+            self.seen.popitem(last=False)
+        return True
+
+
+_drops: Final = _DropLog()
+
+
+def reply_allowed(reply: str, prefixes: Sequence[str]) -> bool:
+    """A service answers only reply subjects under the allowed inbox prefixes
+    (``security.reply_prefixes``; docs/adr/0013-reply-and-target-subjects.md)."""
+    return any(reply.startswith(p) for p in prefixes)
+
+
+def own_inbox(nc: Client) -> str:
+    """The start of the connection's own inboxes (``_INBOX.`` unless it was connected with
+    another ``inbox_prefix``): calls between services are answered there."""
+    return bytes(getattr(nc, "_inbox_prefix", b"_INBOX")).decode("ascii", "replace") + "."
+
+
+def drop_reply(op: str, reply: str, endpoint: Endpoint | None = None) -> None:
+    """Count (``esdb.requests.dropped``, reason reply_subject; ``$SRV.STATS`` errors) and log once
+    a request whose reply subject is refused. Nothing is published."""
+    instruments().dropped.add(1, {"op": op, "reason": "reply_subject"})
+    if endpoint is not None:
+        endpoint._num_errors += 1
+        endpoint._last_error = "403:reply_subject"  # type: ignore[assignment]
+    if _drops.first(op, reply):
+        log.warning(
+            "%s: dropped a request whose reply subject %r is not under an allowed prefix (logged once per key)",
+            op,
+            _plain(reply)[:200],
+        )
 
 
 def _record(endpoint: Endpoint | None, elapsed_ns: int, err: GatewayError | None) -> None:
@@ -135,7 +220,9 @@ class _Dispatcher(Generic[CtxT]):
         subjects: Subjects,
         sem: asyncio.Semaphore,
         tasks: set[asyncio.Task[None]],
+        reply_prefixes: Sequence[str] = DEFAULT_REPLY_PREFIXES,
     ) -> None:
+        self.reply_prefixes = tuple(reply_prefixes)
         self.spec = spec
         self.op = op
         self.subjects = subjects
@@ -143,6 +230,7 @@ class _Dispatcher(Generic[CtxT]):
         self.tasks = tasks
         self.endpoint: Endpoint | None = None
         self.span_name: Final = f"{op.token or spec.token}.{op.name}"
+        self.authz: Authz | None = None  # capability checks (shared/authz.py); set by start_service
 
     async def __call__(self, req: MicroRequest) -> None:
         await self.sem.acquire()
@@ -180,6 +268,8 @@ class _Dispatcher(Generic[CtxT]):
                 request = self.op.request.model_validate(body)
             except ValidationError as exc:
                 raise InvalidRequestError("invalid request", details=validation_details(exc)) from None
+            if self.authz is not None:  # the op's (resource, action) from shared/authz.TABLE
+                self.authz.enforce(self.span_name, store, request, msg.headers, internal=self.op.internal)
             result = await self.op.handler(request, self.spec.make_ctx(store))
             wire = result.to_wire() if isinstance(result, Response) else result.model_dump(mode="python")
             data = codec.encode(wire)
@@ -209,6 +299,9 @@ class _Dispatcher(Generic[CtxT]):
     async def _handle(self, msg: Msg) -> None:
         if not msg.reply:
             return
+        if not reply_allowed(msg.reply, self.reply_prefixes):
+            drop_reply(self.span_name, msg.reply, self.endpoint)
+            return
         started = time.perf_counter_ns()
         store = self.subjects.store_of(msg.subject)
         t = tracer()
@@ -234,10 +327,41 @@ class _Dispatcher(Generic[CtxT]):
         _record(self.endpoint, elapsed, err)
 
 
+def _guard_discovery(svc: Service, prefixes: Sequence[str]) -> None:
+    """nats.micro answers ``$SRV.PING/INFO/STATS`` itself; hold those replies to the same rule
+    as ours (a ``$SRV.INFO`` with a log subject as reply would write the service's description
+    into the log). Wraps the callbacks of its verb subscriptions (read per message by nats-py)."""
+    for key, sub in getattr(svc, "_subscriptions", {}).items():
+        inner = sub._cb
+        if inner is None:
+            continue
+
+        async def guarded(msg: Msg, inner: Callable[[Msg], Awaitable[None]] = inner, key: str = key) -> None:
+            if msg.reply and not reply_allowed(msg.reply, prefixes):
+                drop_reply(f"$SRV.{key}", msg.reply)
+                return
+            await inner(msg)
+
+        sub._cb = guarded
+
+
 async def start_service(
-    nc: Client, spec: ServiceSpec[CtxT], subjects: Subjects, max_in_flight: int = 512
+    nc: Client,
+    spec: ServiceSpec[CtxT],
+    subjects: Subjects,
+    max_in_flight: int = 512,
+    *,
+    reply_prefixes: Sequence[str] = DEFAULT_REPLY_PREFIXES,
+    authz: Authz | None = None,
 ) -> RunningService:
-    """Register ``spec`` with nats.micro and start answering its ops."""
+    """Register ``spec`` with nats.micro and start answering its ops (only to reply subjects
+    under ``reply_prefixes``). ``authz``: the capability policy (shared/authz.py); every op must
+    have its rule in ``shared.authz.TABLE``."""
+    if authz is not None:
+        missing = [f"{op.token or spec.token}.{op.name}" for op in spec.ops]
+        missing = [k for k in missing if k not in authz.table]
+        if missing:
+            raise ValueError(f"{spec.name}: no rule in shared/authz.TABLE for {', '.join(missing)}")
     svc = await add_service(
         nc,
         name=spec.name,
@@ -248,12 +372,17 @@ async def start_service(
     )
     tasks: set[asyncio.Task[None]] = set()
     sem = asyncio.Semaphore(max_in_flight)
+    reply_prefixes = (*reply_prefixes, own_inbox(nc))
+    _guard_discovery(svc, reply_prefixes)
     for op in spec.ops:
         token = op.token or spec.token
         subject = subjects.api("_", token, op.name) if op.scope == "global" else subjects.api_endpoint(token, op.name)
-        dispatcher = _Dispatcher(spec, op, subjects, sem, tasks)
+        if op.internal:
+            subject = subjects.internal_endpoint(token, op.name)
+        dispatcher = _Dispatcher(spec, op, subjects, sem, tasks, reply_prefixes)
+        dispatcher.authz = authz
         await svc.add_endpoint(
-            name=op.name if token == spec.token else f"{token}_{op.name}",
+            name=("internal_" if op.internal else "") + (op.name if token == spec.token else f"{token}_{op.name}"),
             subject=subject,
             handler=dispatcher,
             metadata={"description": op.description or op.name},

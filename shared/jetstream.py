@@ -92,6 +92,29 @@ class FastClient(Client):
             out[key] = value.strip().decode("utf-8", "replace")
         return out
 
+    def _build_message(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any) -> Msg:
+        """nats-py decodes subject and reply strictly, and a UnicodeDecodeError in its read loop
+        stops the loop for good: one raw ``PUB esdb.api.\xff.stream.version`` from any client
+        silenced every subscription of the service's connection. A subject that is not UTF-8 is
+        kept with its bad bytes as lone surrogates (so the request is still answered, e.g. an
+        ``invalid_request`` for its store token); a reply that is not UTF-8 is dropped (issue 10,
+        docs/adr/0013-reply-and-target-subjects.md)."""
+        try:
+            return super()._build_message(sid, subject, reply, data, headers)  # type: ignore[no-any-return]
+        except UnicodeDecodeError:
+            try:
+                reply_text = bytes(reply).decode()
+            except UnicodeDecodeError:
+                reply_text = ""
+            return self.msg_class(
+                subject=bytes(subject).decode("utf-8", "surrogateescape"),
+                reply=reply_text,
+                data=data,
+                headers=headers,
+                _client=self,
+                _sid=sid,
+            )
+
     async def flush(self, timeout: int = 10) -> None:  # noqa: ASYNC109  (nats-py's signature)
         """A real barrier: see ``flush_barrier``."""
         await flush_barrier(self, timeout, _flush=super().flush)

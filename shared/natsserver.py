@@ -52,7 +52,10 @@ class NatsServer:
         cluster: dict[str, object] | None = None,
         extra_config: str = "",
         sync_always: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """``env``: added to the server's environment (the accounts layout reads passwords from
+        ``$ESDB_<USER>_PASSWORD``; shared/accounts.py), so no secret is written to the config."""
         self.port = port
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
@@ -63,6 +66,7 @@ class NatsServer:
         self.cluster = cluster
         self.extra_config = extra_config
         self.sync_always = sync_always
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: list[bytes] = []
         self._ready = threading.Event()
@@ -113,6 +117,7 @@ class NatsServer:
             [find_nats_server(), "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            env={**os.environ, **self.env} if self.env else None,
             # its own session: a terminal's Ctrl-C reaches `gater up`, which drains the services
             # first and then stops the server, instead of the server dying under them
             start_new_session=True,

@@ -36,8 +36,15 @@ async def probe(url: str, subjects: list[str], within: float) -> list[str]:
     async def quiet(exc: Exception) -> None:  # the reason is reported once, by main()
         pass
 
+    # secure mode (docs/adr/0014): the container's service user, with its own inbox prefix
+    user = os.environ.get("ESDB_GATER_NATS_USER")
+    auth: dict[str, str] = {}
+    if user:
+        password = os.environ.get("ESDB_GATER_NATS_PASSWORD", "")
+        auth = {"user": user, "password": password, "inbox_prefix": f"_INBOX.{user}"}
     nc = await nats.connect(
         servers=servers,
+        **auth,
         connect_timeout=within,
         max_reconnect_attempts=1,  # each server tried once (0 would mean "forever" to nats-py)
         reconnect_time_wait=0,

@@ -20,6 +20,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from shared import jetstream
+from shared.authz import open_authz
 from shared.endpoint import RunningService, start_service
 from shared.settings import Settings
 from shared.subjects import Subjects
@@ -42,13 +43,19 @@ def _discover() -> dict[str, str]:
 SERVICES: dict[str, str] = _discover()
 
 
-async def connect(url: str, name: str) -> Client:
+async def connect(url: str, name: str, user: str | None = None, password: str | None = None) -> Client:
+    """``user``: connect as that NATS user, with the inbox prefix ``_INBOX.<user>`` (the secure
+    accounts layout lets each service user subscribe to its own inboxes only; ADR 0014)."""
+    auth: dict[str, Any] = {}
+    if user:
+        auth = {"user": user, "password": password or "", "inbox_prefix": f"_INBOX.{user}"}
     return await jetstream.connect(
         url,
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.25,
         pending_size=64 * 1024 * 1024,
+        **auth,
     )
 
 
@@ -90,8 +97,11 @@ async def start_services(names: Sequence[str], settings: Settings, nc: Client | 
     if unknown:
         raise SystemExit(f"unknown service(s): {', '.join(unknown)}; choose from {', '.join(SERVICES)}")
     if nc is None:
-        nc = await connect(settings.nats_url, f"esdb-gater[{','.join(names)}]")
+        password = settings.nats_password.get_secret_value() if settings.nats_password else None
+        nc = await connect(settings.nats_url, f"esdb-gater[{','.join(names)}]", settings.nats_user, password)
     subjects = Subjects(settings.subject_prefix)
+    # before any service is built: their calls to each other carry its credential
+    authz = await open_authz(nc, settings.security, subjects.security_bucket())
     running: list[RunningService] = []
     resources: list[Any] = []
     for name in names:
@@ -99,7 +109,16 @@ async def start_services(names: Sequence[str], settings: Settings, nc: Client | 
         build: Callable[[Client, Settings], Awaitable[tuple[Any, list[Any]]]] = module.build
         spec, res = await build(nc, settings)
         resources.extend(res)
-        running.append(await start_service(nc, spec, subjects, settings.max_in_flight))
+        running.append(
+            await start_service(
+                nc,
+                spec,
+                subjects,
+                settings.max_in_flight,
+                reply_prefixes=settings.security.reply_prefixes,
+                authz=authz,
+            )
+        )
         log.info("service %s started (%s)", spec.name, spec.version)
     await nc.flush()
     return Running(nc, running, resources)

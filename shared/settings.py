@@ -184,6 +184,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ESDB_GATER_", env_nested_delimiter="__", extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="NATS user to connect as (secure mode: the service's user, docs/adr/0014); the "
+        "connection's inbox prefix is then _INBOX.<user>",
+    )
+    nats_password: SecretStr | None = Field(default=None, description="the NATS user's password (environment only)")
     subject_prefix: str = "esdb"
     auto_create_stores: bool = Field(default=False, description="create a store on first use (gater up turns this on)")
     stores: dict[str, StoreConfig] = Field(default_factory=dict, description="created at start-up")

@@ -15,7 +15,7 @@ from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log
 from shared.settings import Settings, StoreConfig
 from shared.subjects import Subjects
 
-__all__ = ["kv_bucket_stream", "store_config"]
+__all__ = ["kv_bucket_stream", "store_config", "store_config_for_write"]
 
 
 async def store_config(log: Log, subjects: Subjects, settings: Settings | None, store: str) -> StoreConfig:
@@ -32,6 +32,23 @@ async def store_config(log: Log, subjects: Subjects, settings: Settings | None, 
         return settings.stores.get(store, settings.default_store)
     c = si["config"]
     return StoreConfig(replicas=int(c.get("num_replicas", 1)), storage=c.get("storage", "file"))
+
+
+async def store_config_for_write(log: Log, subjects: Subjects, settings: Settings, store: str) -> StoreConfig:
+    """For a write of another service (a snapshot, a schema): the store's replicas and storage.
+    A store that does not exist is made first when stores are created on first use, by the
+    stream service on its services-only subject, so it counts against
+    ``quotas.auto_created_stores`` like a first append (docs/adr/0016-reserved-streams-and-quotas.md);
+    ``store_not_found`` otherwise."""
+    try:
+        return await store_config(log, subjects, None, store)
+    except StoreNotFoundError:
+        if not settings.auto_create_stores:
+            raise
+    from shared.peers import Peers
+
+    await Peers(log.nc, subjects, timeout=settings.request_timeout_s).call(store, "store", "create", {}, internal=True)
+    return await store_config(log, subjects, None, store)
 
 
 def kv_bucket_stream(subjects: Subjects, bucket: str, description: str, cfg: StoreConfig, store: str) -> dict[str, Any]:

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Sequence
 from typing import Final
+
+from shared.errors import InvalidRequestError
 
 __all__ = [
     "MAX_STREAM_ID_BYTES",
     "PREFIX_RE",
     "STORE_RE",
+    "SYSTEM_ROOT",
     "Subjects",
     "decode_token",
     "encode_token",
@@ -36,6 +40,11 @@ MAX_STREAM_ID_BYTES: Final = 256
 _PLAIN: Final = re.compile(r"[A-Za-z0-9_-]+")
 _SAFE: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _ESCAPE: Final = tuple(chr(b) if b in _SAFE else f"%{b:02X}" for b in range(256))
+# NATS's own subjects ($JS, $KV, $O, $SYS, $SRV, $MQTT, ...) all start their first token with '$'
+SYSTEM_ROOT: Final = "$"
+MAX_TARGET_BYTES: Final = 512
+# printable ASCII without space: what a client-named target subject may hold
+_TARGET_RE: Final = re.compile(r"\A[!-~]+\Z")
 
 
 def encode_token(value: str) -> str:
@@ -86,6 +95,56 @@ class Subjects:
         """The subscription subject of an endpoint: any store."""
         return f"{self.prefix}.api.*.{service}.{op}"
 
+    def internal(self, store: str, service: str, op: str) -> str:
+        """A services-only request subject, ``<prefix>.internal.<store>.<service>.<op>``: outside
+        ``<prefix>.api.>``, so the clients' NATS permission (and a tenant account's imports)
+        never reach it (docs/adr/0016-reserved-streams-and-quotas.md). The link service writes
+        its ``$link:`` streams through it."""
+        return f"{self.prefix}.internal.{store}.{service}.{op}"
+
+    def internal_endpoint(self, service: str, op: str) -> str:
+        """The subscription subject of an internal endpoint: any store."""
+        return f"{self.prefix}.internal.*.{service}.{op}"
+
+    # --- client-named subjects (issue 10, docs/adr/0013-reply-and-target-subjects.md) -----------
+    def is_reserved(self, subject: str) -> bool:
+        """True for a subject in the gateway's own space (``<prefix>.`` and so every root the
+        builders of this class make: api, log, ix, dlq, ch, chlog, chrate, chreplay, ...) or in
+        NATS's system space (first token starting with ``$``: ``$JS``, ``$KV``, ``$O``, ``$SYS``,
+        ``$SRV``). ``tests/unit/test_subjects_reserved.py`` checks every builder against it."""
+        return subject == self.prefix or subject.startswith(self.prefix + ".") or subject.startswith(SYSTEM_ROOT)
+
+    def target_problem(self, subject: str, allow: Sequence[str] | None = None) -> str | None:
+        """Why ``subject`` may not be a delivery target a client names (``subscriber``, a
+        channel ``deliver_to``), or None when it may: it must be a literal subject (printable
+        ASCII, no empty token, no ``*``/``>``), outside the reserved space, and, when ``allow``
+        lists prefixes, start with one of them."""
+        if not subject or len(subject) > MAX_TARGET_BYTES or not _TARGET_RE.match(subject):
+            return "malformed"
+        if self.is_reserved(subject):
+            return "reserved"
+        if "*" in subject or ">" in subject:
+            return "wildcard"
+        if any(t == "" for t in subject.split(".")):
+            return "malformed"
+        if allow is not None and not any(subject.startswith(p) for p in allow):
+            return "not_allowed"
+        return None
+
+    def check_target(self, subject: str, field: str, allow: Sequence[str] | None = None) -> str:
+        """``subject`` if it may be a client-named target, else ``InvalidRequestError`` with
+        ``details.field`` and ``details.reason`` (malformed, wildcard, reserved, not_allowed)."""
+        reason = self.target_problem(subject, allow)
+        if reason is None:
+            return subject
+        texts = {
+            "malformed": "must be a literal NATS subject of printable ASCII with no empty token",
+            "wildcard": "must not contain the wildcards '*' or '>'",
+            "reserved": f"must not be in the gateway's subject space ({self.prefix}.>) or a system one ($...)",
+            "not_allowed": f"must start with one of the store's allowed prefixes {list(allow or [])}",
+        }
+        raise InvalidRequestError(f"{field} {texts[reason]}", details={"field": field, "reason": reason})
+
     def store_of(self, subject: str) -> str:
         """The store token of an API request subject."""
         parts = subject.split(".")
@@ -106,8 +165,13 @@ class Subjects:
         return f"{self.prefix}.log.{store}.e.{encode_token(stream_id)}"
 
     def stream_id_of(self, subject: str) -> str:
-        """The stream id of a log subject."""
-        return decode_token(subject.rsplit(".", 1)[1])
+        """The stream id of a log subject; ``ValueError`` when its last token is not one that
+        ``encode_token`` makes (a message someone else published into the log)."""
+        token = subject.rsplit(".", 1)[-1]
+        stream_id = decode_token(token)  # ValueError (UnicodeDecodeError too) on a bad escape
+        if encode_token(stream_id) != token:
+            raise ValueError(f"{token!r} is not a stream id token")
+        return stream_id
 
     # --- indexes ----------------------------------------------------------------------------
     def index_stream(self, store: str) -> str:
@@ -118,6 +182,11 @@ class Subjects:
 
     def index_event_id(self, store: str, event_id: str) -> str:
         return f"{self.prefix}.ix.{store}.id.{encode_token(event_id)}"
+
+    def index_checkpoint(self, store: str) -> str:
+        """The event-id index's checkpoint: every commit at or below the log sequence it holds
+        is indexed (ADR 0017). Not under ``.id.``, so no event id can name it."""
+        return f"{self.prefix}.ix.{store}.ck.id"
 
     def index_cause(self, store: str, causation_id: str, event_id: str | None = None) -> str:
         """Causation index (docs/adr/0012-causation-index.md): one subject per (cause, effect);
@@ -138,6 +207,11 @@ class Subjects:
     def scavenger_bucket(self) -> str:
         """KV bucket of every store's retention policies and the scheduler's lease (ADR 0011)."""
         return f"{self.prefix}-scavenger"
+
+    def security_bucket(self) -> str:
+        """KV bucket holding the services' shared Ed25519 key, when no ``security.service_key_file``
+        is configured (shared/authz.py, docs/adr/0015-capabilities-on-every-service.md)."""
+        return f"{self.prefix}-security"
 
     def archive_bucket(self, store: str) -> str:
         """Object Store bucket of a store's scavenge archives (one object per scavenge)."""

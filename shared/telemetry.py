@@ -105,6 +105,14 @@ class _Instruments:
         self.events = meter.create_counter(
             "esdb.events", description="catalogue events: retry attempt/exhausted, request error, ..."
         )
+        self.dropped = meter.create_counter(
+            "esdb.requests.dropped",
+            description="requests and deliveries not answered/sent, by reason (reply_subject, target_subject)",
+        )
+        self.corrupt = meter.create_counter(
+            "esdb.log.corrupt_entries",
+            description="messages on a log subject that are not commits (skipped by readers), by reader",
+        )
 
 
 _instruments: _Instruments | None = None

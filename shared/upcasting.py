@@ -39,15 +39,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from jsonschema import Draft202012Validator
+import jsonschema._legacy_keywords
+import jsonschema._utils
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
+from jsonschema.validators import extend, validator_for
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from shared import patterns
 from shared.errors import InvalidRequestError
 from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log, StoredMsg
 from shared.models.schema import (
@@ -426,24 +429,159 @@ def check_chain(versions: Mapping[int, SchemaDef]) -> None:
 
 
 def check_json_schema(schema: dict[str, Any] | bool | None) -> None:
-    """Raises InvalidRequestError when ``schema`` is not a valid JSON Schema."""
+    """Raises InvalidRequestError when ``schema`` is not a valid JSON Schema, or when one of its
+    regular expressions (``pattern``, ``patternProperties``) is not one RE2 runs (shared/patterns.py)."""
     if schema is None:
         return
+    cls = _validator_class(schema)
     try:
-        _validator_class(schema).check_schema(schema)  # type: ignore[arg-type]  # booleans are schemas too
+        # booleans are schemas too; jsonschema's protocol omits check_schema's format_checker
+        cls.check_schema(schema, format_checker=_format_checker(cls))  # type: ignore[arg-type,call-arg]
     except SchemaError as exc:
         path = ".".join(str(p) for p in exc.absolute_path)
-        raise InvalidRequestError(
-            "schema.json_schema is not a valid JSON Schema",
-            details={
-                "field": "schema.json_schema" + (f".{path}" if path else ""),
-                "reason": exc.message[:300],
-            },
-        ) from None
+        field = "schema.json_schema" + (f".{path}" if path else "")
+        details: dict[str, Any] = {"field": field, "reason": exc.message[:300]}
+        if exc.validator == "format" and exc.validator_value == "regex" and isinstance(exc.instance, str):
+            details["reason"] = (patterns.check_pattern(exc.instance) or exc.message)[:300]
+        raise InvalidRequestError("schema.json_schema is not a valid JSON Schema", details=details) from None
+    for where, pattern in _schema_patterns(schema, ()):
+        reason = patterns.check_pattern(pattern)
+        if reason is not None:
+            path = ".".join(where)
+            raise InvalidRequestError(
+                "schema.json_schema has a pattern the gateway does not run (RE2 syntax)",
+                details={"field": "schema.json_schema" + (f".{path}" if path else ""), "reason": reason[:300]},
+            )
+
+
+# keywords whose values are data, not schemas: a {"pattern": ...} inside them is not a pattern
+_DATA_KEYWORDS: Final = frozenset({"const", "enum", "default", "examples"})
+
+
+def _schema_patterns(node: Any, path: tuple[str, ...]) -> Iterable[tuple[tuple[str, ...], str]]:
+    """Every regular expression of a schema: (path, pattern) of each ``pattern`` string and each
+    key of a ``patternProperties`` object, at any depth."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _schema_patterns(item, (*path, str(i)))
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key == "pattern" and isinstance(value, str):
+            yield (*path, key), value
+        elif key == "patternProperties" and isinstance(value, dict):
+            for pattern in value:
+                yield (*path, key, str(pattern)), str(pattern)
+        if key not in _DATA_KEYWORDS:
+            yield from _schema_patterns(value, (*path, str(key)))
+
+
+def uses_patterns(schema: Any) -> bool:
+    """True when the schema has a regular expression (``pattern``/``patternProperties``)."""
+    return next(iter(_schema_patterns(schema, ())), None) is not None
+
+
+# --- JSON Schema with RE2 ---------------------------------------------------------------------
+# jsonschema runs ``pattern`` and ``patternProperties`` (and ``additionalProperties``/
+# ``unevaluatedProperties``, which look at ``patternProperties``) with Python's backtracking
+# ``re``. The validators below run them with RE2 instead: the first three keywords are replaced
+# through ``jsonschema.validators.extend``, and the helper jsonschema uses for
+# ``unevaluatedProperties`` finds ``re.search`` in its module, which is pointed at RE2 here.
+
+
+def _re2_pattern(validator: Any, patrn: Any, instance: Any, schema: Any) -> Iterable[ValidationError]:
+    if validator.is_type(instance, "string") and not patterns.search(patrn, instance):
+        shown = instance if len(instance) <= 100 else instance[:100] + "…"
+        yield ValidationError(f"{shown!r} does not match {patrn!r}")
+
+
+def _re2_pattern_properties(validator: Any, pp: Any, instance: Any, schema: Any) -> Iterable[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in pp.items():
+        for k, v in instance.items():
+            if patterns.search(pattern, k):
+                yield from validator.descend(v, subschema, path=k, schema_path=pattern)
+
+
+def _re2_additional_properties(validator: Any, ap: Any, instance: Any, schema: Any) -> Iterable[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties", {})
+    pps = list(schema.get("patternProperties", {}))
+    extras = [
+        k for k in instance if k not in properties and not any(patterns.search(p, k) for p in pps)
+    ]
+    if validator.is_type(ap, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], ap, path=extra)
+    elif not ap and extras:
+        names = ", ".join(repr(each) for each in sorted(extras, key=str)[:20])
+        if pps:
+            verb = "does" if len(extras) == 1 else "do"
+            yield ValidationError(f"{names} {verb} not match any of the regexes: {', '.join(map(repr, sorted(pps)))}")
+        else:
+            verb = "was" if len(extras) == 1 else "were"
+            yield ValidationError(f"Additional properties are not allowed ({names} {verb} unexpected)")
+
+
+class _Re2Search:
+    """Stands in for the ``re`` module in jsonschema's helper modules: ``search`` runs RE2."""
+
+    @staticmethod
+    def search(pattern: str, string: str, flags: int = 0) -> bool:
+        return patterns.search(pattern, string)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(re, name)
+
+
+for _module in (jsonschema._utils, jsonschema._legacy_keywords):
+    if getattr(_module, "re", None) is not re:  # pragma: no cover - a jsonschema we do not know
+        raise ImportError(f"{_module.__name__} no longer uses re; check shared/upcasting.py's RE2 patch")
+    _module.re = _Re2Search()  # type: ignore[attr-defined]
+
+_LINEAR: dict[type[Validator], type[Validator]] = {}
+_FORMATS: dict[type[Validator], FormatChecker] = {}
+
+
+def _linear(cls: type[Validator]) -> type[Validator]:
+    """``cls`` with its regular expressions run by RE2."""
+    out = _LINEAR.get(cls)
+    if out is None:
+        keywords: dict[str, Any] = {}
+        for name, fn in (
+            ("pattern", _re2_pattern),
+            ("patternProperties", _re2_pattern_properties),
+            ("additionalProperties", _re2_additional_properties),
+        ):
+            if name in cls.VALIDATORS:
+                keywords[name] = fn
+        out = _LINEAR[cls] = extend(cls, keywords)  # type: ignore[no-untyped-call]
+    return out
+
+
+def _is_re2(instance: object) -> bool:
+    if isinstance(instance, str):
+        patterns.compile_pattern(instance)
+    return True
+
+
+def _format_checker(cls: type[Validator]) -> FormatChecker:
+    """The draft's format checker with ``regex`` checked by RE2 (for check_schema)."""
+    fc = _FORMATS.get(cls)
+    if fc is None:
+        base = validator_for(cls.META_SCHEMA, default=cls).FORMAT_CHECKER
+        fc = FormatChecker()
+        fc.checkers = dict(base.checkers)
+        fc.checkers["regex"] = (_is_re2, patterns.PatternError)
+        _FORMATS[cls] = fc
+    return fc
 
 
 def _validator_class(schema: dict[str, Any] | bool) -> type[Validator]:
-    """The validator of the draft ``$schema`` names (2020-12 when it names none)."""
+    """The validator of the draft ``$schema`` names (2020-12 when it names none), with RE2."""
     if isinstance(schema, dict) and "$schema" in schema:
         cls: type[Validator] | None = validator_for(schema, default=None)  # type: ignore[arg-type]
         if cls is None:
@@ -454,8 +592,8 @@ def _validator_class(schema: dict[str, Any] | bool) -> type[Validator]:
                     "reason": f"unknown dialect {schema['$schema']!r}"[:300],
                 },
             )
-        return cls
-    return Draft202012Validator
+        return _linear(cls)
+    return _linear(Draft202012Validator)
 
 
 def schema_version_of(metadata: Any) -> int | None:
@@ -494,9 +632,11 @@ class TypeSchemas:
     current: int = 0
     _chains: dict[int, Chain] = field(default_factory=dict)
     _validators: dict[int, Validator | None] = field(default_factory=dict)
+    has_patterns: bool = False  # some version's JSON Schema has a regular expression
 
     def __post_init__(self) -> None:
         self.current = max(self.versions) if self.versions else 0
+        self.has_patterns = any(uses_patterns(s.json_schema) for s in self.versions.values())
 
     def steps(self, from_version: int) -> list[Step]:
         """The steps from ``from_version`` to the next version (see ``check_chain``)."""
@@ -607,6 +747,14 @@ class Schemas:
             },
         )
 
+    def matches_patterns(self, events: Iterable[Any]) -> bool:
+        """True when validating these events runs regular expressions: the caller then runs
+        ``check_append`` off the event loop (``shared.patterns.run_matching``)."""
+        types = self.types
+        if not types:
+            return False
+        return any((t := types.get(ev.event_type)) is not None and t.has_patterns for ev in events)
+
     def check_append(self, events: Iterable[Any]) -> None:
         """Validate each event of an append (``EventIn``-like: ``event_type``, ``data``,
         ``metadata``); a dict lookup per event when its type has no schema."""
@@ -675,6 +823,7 @@ class _Watch:
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
     synced_seq: int = -1  # the bucket's last sequence when it was last read whole
+    used: float = 0.0  # loop time of the last use: idle watches are dropped (ADR 0016)
 
 
 class SchemaRegistry:
@@ -687,11 +836,22 @@ class SchemaRegistry:
     the same server sees it. A periodic check of the bucket's last sequence (``resync_s``) reloads
     a store whose notifications were missed (e.g. while the connection was down)."""
 
-    def __init__(self, log: Log, subjects: Subjects, *, resync_s: float = 30.0, settle_timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        log: Log,
+        subjects: Subjects,
+        *,
+        resync_s: float = 30.0,
+        settle_timeout_s: float = 2.0,
+        idle_evict_s: float = 300.0,
+    ) -> None:
         self.log = log
         self.subjects = subjects
         self.resync_s = resync_s
         self.settle_timeout_s = settle_timeout_s
+        # a store's watch (a core subscription and its schemas) unused this long is dropped, so
+        # requests naming ever new stores cannot grow the registry without bound (ADR 0016)
+        self.idle_evict_s = idle_evict_s
         self._watches: dict[str, _Watch] = {}
         self._opening: dict[str, asyncio.Future[_Watch]] = {}
         self._resync: asyncio.Task[None] | None = None
@@ -704,6 +864,7 @@ class SchemaRegistry:
         w = self._watches.get(store)
         if w is None or not w.settled.is_set():
             return None
+        w.used = asyncio.get_running_loop().time()
         return w.schemas
 
     async def schemas(self, store: str) -> Schemas:
@@ -712,6 +873,7 @@ class SchemaRegistry:
         w = self._watches.get(store)
         if w is None:
             w = await self._open(store)
+        w.used = asyncio.get_running_loop().time()
         if not w.settled.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(w.settled.wait(), self.settle_timeout_s)
@@ -743,11 +905,31 @@ class SchemaRegistry:
                     await w.sub.unsubscribe()
         self._watches.clear()
 
+    def watched(self) -> int:
+        """How many stores' schemas are held (and watched) now."""
+        return len(self._watches)
+
+    async def evict_idle(self) -> int:
+        """Drop the watches not used for ``idle_evict_s``; returns how many. A dropped store is
+        loaded again on its next use."""
+        cutoff = asyncio.get_running_loop().time() - self.idle_evict_s
+        idle = [(store, w) for store, w in self._watches.items() if w.used <= cutoff]
+        for store, w in idle:
+            if self._watches.get(store) is w:
+                del self._watches[store]
+            if w.worker is not None:
+                w.worker.cancel()
+            if w.sub is not None:
+                with contextlib.suppress(Exception):
+                    await w.sub.unsubscribe()
+        return len(idle)
+
     # --- loading ------------------------------------------------------------------------------
     async def _open(self, store: str) -> _Watch:
         pending = self._opening.get(store)
         if pending is not None:
             return await asyncio.shield(pending)
+        await self.evict_idle()
         fut: asyncio.Future[_Watch] = asyncio.get_running_loop().create_future()
         self._opening[store] = fut
         try:
@@ -765,6 +947,7 @@ class SchemaRegistry:
                     await w.sub.unsubscribe()
                 raise
             w.settled.set()
+            w.used = asyncio.get_running_loop().time()
             self._watches[store] = w
             if self._resync is None and self.resync_s > 0:
                 self._resync = asyncio.create_task(self._resync_loop())
@@ -883,8 +1066,15 @@ class SchemaRegistry:
             w.settled.set()
 
     async def _resync_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while not self._stopped:
-            await asyncio.sleep(self.resync_s)
+            await asyncio.sleep(min(self.resync_s, self.idle_evict_s))
+            with contextlib.suppress(Exception):
+                await self.evict_idle()
+            if loop.time() - last < self.resync_s:
+                continue
+            last = loop.time()
             for store, w in list(self._watches.items()):
                 try:
                     si = await self._info(w)

@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from shared.client import GaterClient
 from shared.natsserver import NatsServer
 from shared.runner import SERVICES, Running, start_services
-from shared.settings import Settings
+from shared.settings import QuotaSettings, Settings
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -104,7 +104,10 @@ def nats_url(nats_server: NatsServer | str) -> str:
 @pytest.fixture(scope="session")
 async def services(nats_url: str) -> AsyncIterator[Running]:
     """Every service, once per session, with stores created on first use."""
-    running = await start_services(list(SERVICES), Settings(nats_url=nats_url, auto_create_stores=True))
+    # every test makes fresh stores: no cap on how many auto-create makes (the quota has its own
+    # tests, tests/security/test_reserved_and_quotas.py)
+    settings = Settings(nats_url=nats_url, auto_create_stores=True, quotas=QuotaSettings(auto_created_stores=0))
+    running = await start_services(list(SERVICES), settings)
     try:
         yield running
     finally:

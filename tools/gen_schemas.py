@@ -150,6 +150,8 @@ def build() -> dict[str, dict[str, Any]]:
     files: dict[str, dict[str, Any]] = {}
     for service_token, ops in SERVICE_TABLES:
         for op in ops:
+            if getattr(op, "internal", False):  # services-only subjects share the public op's models
+                continue
             token = op.token or service_token
             store = "_" if op.scope == "global" else "<store>"
             subject = f"<prefix>.api.{store}.{token}.{op.name}"

@@ -191,6 +191,8 @@ CASES: list[tuple[str, str, str, dict[str, Any], str, list[str]]] = [
     ("subscription.get-not_found", "subscription", "get", {"name": "nobody"}, "error", []),
     ("subscription.remove", "subscription", "remove", SUBSCRIPTION, "reply", []),
     ("stream.delete", "stream", "delete", {"stream_id": "avatar-7"}, "reply", []),
+    # how much a rebuild reads and writes depends on the background repair's progress (ADR 0017)
+    ("store.reindex", "store", "reindex", {}, "reply", ["scanned", "indexed", "checkpoint"]),
 ]
 
 

@@ -156,6 +156,8 @@ class IndexerPool:
             if store not in stores or self.indexers[store].done:
                 await self.indexers.pop(store).stop()
         for store in sorted(stores - set(self.indexers)):
+            if not await self.db.written(store):
+                continue  # looked at again next round; nothing to index, no consumer (ADR 0016)
             indexer = Indexer(self.nc, self.db, self.subjects, store)
             await indexer.start()
             self.indexers[store] = indexer

@@ -48,5 +48,5 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.CausationCt
     db = CausationStore(nc, log, subjects, settings)
     pool = IndexerPool(nc, db, subjects)
     await pool.start()
-    registry = SchemaRegistry(log, subjects)
+    registry = SchemaRegistry(log, subjects, idle_evict_s=settings.quotas.idle_evict_s)
     return spec(db, pool, registry.upcast, settings.service_name_prefix), [pool, registry, log]

@@ -31,6 +31,7 @@ from nats.aio.client import Client
 from shared.errors import UnavailableError
 from shared.eventlog import decode_commit
 from shared.jetstream import ERR_STREAM_NOT_FOUND, JS_BATCH_LIMIT, JetStreamApiError, Log, StoredMsg
+from shared.quotas import IdleMap
 from shared.settings import Settings
 from shared.stores import store_config
 from shared.subjects import Subjects
@@ -53,8 +54,9 @@ class CausationStore:
         self.log = log
         self.subjects = subjects
         self.settings = settings
-        self._cfg: dict[str, tuple[int, str]] = {}
-        self._ready: set[str] = set()
+        # per-store state, dropped when idle (ADR 0016)
+        self._cfg: IdleMap[str, tuple[int, str]] = IdleMap(settings.quotas.idle_evict_s)
+        self._ready: IdleMap[str, bool] = IdleMap(settings.quotas.idle_evict_s)
 
     # --- stores -------------------------------------------------------------------------------
     async def stores(self) -> list[str]:
@@ -69,6 +71,16 @@ class CausationStore:
             offset += len(names)
             if not names or offset >= int(reply.get("total", 0)):
                 return out
+
+    async def written(self, store: str) -> bool:
+        """Whether the store's log ever took an append: a store never written gets no index
+        consumer (ADR 0016)."""
+        try:
+            return await self.last_seq(store) > 0
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                return False
+            raise
 
     async def store_cfg(self, store: str) -> tuple[int, str]:
         """(replicas, storage) of the store's log; ``store_not_found`` when there is none."""
@@ -166,7 +178,11 @@ class CausationStore:
 
     async def wait_indexed(self, store: str, within: float) -> None:
         """Return once every append made before the call is indexed; ``unavailable`` (retryable)
-        when the indexer is further behind than ``within`` seconds allow."""
+        when the indexer is further behind than ``within`` seconds allow. A store never written
+        has nothing to index: no consumer is made for it."""
+        await self.store_cfg(store)  # store_not_found
+        if store not in self._ready and await self.last_seq(store) == 0:
+            return
         await self.ensure(store)
         ci = await self.consumer_state(store)
         if ci is not None and _clean(ci):

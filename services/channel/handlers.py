@@ -69,13 +69,18 @@ async def subscribe(req: SubscribeRequest, ctx: ChannelCtx) -> SubscribeResponse
     expires = time.time() + ctx.subscribe_max_ttl_s
     if cap is not None:
         expires = min(expires, float(cap.exp))
-    f = await ctx.store.add_forward(ch.name, req.topic, req.deliver_to, expires)
+    creator = ctx.auth.holder(cap) if cap is not None else None
+    f = await ctx.store.add_forward(ch.name, req.topic, req.deliver_to, expires, creator)
     return SubscribeResponse(
         id=f.id, subject=ctx.store.subjects.channel(ch.name, req.topic), expires_at=int(expires * 1000)
     )
 
 
 async def unsubscribe(req: UnsubscribeRequest, ctx: ChannelCtx) -> OkResponse:
+    """Only the forwarding's creator or a holder of ``store/admin`` (Authorizer.check_unsubscribe)."""
+    f = await ctx.store.get_forward(req.id)
+    if f is not None:
+        ctx.auth.check_unsubscribe(ctx.table.channels.get(f.channel), f.creator, req.capability_token)
     await ctx.store.remove_forward(req.id)
     return OkResponse()
 

@@ -8,10 +8,10 @@ not in the table adds a channel (normal priority, no rate limit, optional HMAC u
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from shared import capability, security
+from shared import authz, capability, security
 from shared.errors import NotFoundError
 from shared.models.channel import ChannelInfo
 from shared.settings import ChannelsSettings
@@ -59,7 +59,9 @@ DEFAULT_TABLE: Final[dict[str, tuple[Priority, int | None, Literal["required", "
 
 
 class ChannelTable:
-    def __init__(self, settings: ChannelsSettings) -> None:
+    def __init__(self, settings: ChannelsSettings, floor: capability.CapabilityMode = "disabled") -> None:
+        """``floor``: the global ``security.capability_mode``; a channel without its own
+        ``capability_mode`` override gets the stricter of it and ``channels.capability_mode``."""
         names = list(DEFAULT_TABLE) + [n for n in settings.overrides if n not in DEFAULT_TABLE]
         self.channels: dict[str, ChannelConfig] = {}
         for name in names:
@@ -71,7 +73,10 @@ class ChannelTable:
                     rate = o.rate_limit or None
                 hmac = o.hmac or hmac
             durable = o.durable if o is not None and o.durable is not None else priority == "critical"
-            mode = o.capability_mode if o is not None and o.capability_mode else settings.capability_mode
+            if o is not None and o.capability_mode:
+                mode: capability.CapabilityMode = o.capability_mode  # a per-channel override wins
+            else:
+                mode = authz.stricter(settings.capability_mode, floor)
             self.channels[name] = ChannelConfig(name, priority, rate, hmac, mode, durable)
 
     def get(self, name: str) -> ChannelConfig:
@@ -110,19 +115,56 @@ class HmacPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Authorizer:
+    """The channel ops' capability checks (their rules in shared/authz.TABLE are
+    ``checked_by="channel"``): the channel's own mode, the token from the body's
+    ``capability_token`` or else the request's ``Authorization: Bearer`` header."""
+
     realm: str
     trusted_issuers: tuple[str, ...]
     audience: str | None
     leeway_s: int
+    verifier: authz.Verifier | None = field(default=None, compare=False)
+
+    def _verify(self, token: str) -> capability.Capability:
+        if self.verifier is not None:
+            return self.verifier.verify(token)
+        return capability.verify(
+            token, trusted_issuers=self.trusted_issuers, audience=self.audience, now=time.time(), leeway_s=self.leeway_s
+        )
 
     def check(self, ch: ChannelConfig, topic: str, action: str, token: str | None) -> capability.Capability | None:
-        return capability.check(
-            ch.capability_mode,
-            token,
-            capability.channel_resource(self.realm, ch.name, topic),
-            action,
-            trusted_issuers=self.trusted_issuers,
-            audience=self.audience,
-            now=time.time(),
-            leeway_s=self.leeway_s,
-        )
+        token = token or authz.request_token()
+        resource = capability.channel_resource(self.realm, ch.name, topic)
+        if ch.capability_mode == "disabled":
+            return None
+        if not token:
+            if ch.capability_mode == "required":
+                raise capability.CapabilityError(
+                    "capability_required", f"a capability token is required for {resource}"
+                )
+            return None
+        cap = self._verify(token)
+        authz.authorize(cap, resource, action)
+        return cap
+
+    def holder(self, cap: capability.Capability) -> str:
+        """The DID a forwarding records as its creator (shared/authz.holder_did)."""
+        return authz.holder_did(cap, self.audience)
+
+    def check_unsubscribe(self, ch: ChannelConfig | None, creator: str | None, token: str | None) -> None:
+        """Only the forwarding's creator (the holder DID of the token that subscribed) or a
+        holder of ``store/admin`` on ``esdb://<realm>/store/_`` may remove a forwarding made with
+        a token. One made without a token (or on a channel whose mode is now ``disabled``) may
+        be removed by anyone, as before."""
+        if creator is None or (ch is not None and ch.capability_mode == "disabled"):
+            return
+        token = token or authz.request_token()
+        if not token:
+            raise capability.CapabilityError(
+                "capability_required", "removing this forwarding needs the token of its creator (or store/admin)"
+            )
+        cap = self._verify(token)
+        if self.holder(cap) == creator:
+            return
+        rule = authz.TABLE["channel.unsubscribe"]
+        authz.authorize(cap, rule.resource(self.realm, "_", {}), rule.action)

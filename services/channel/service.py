@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.channel import handlers as h
+from services.channel.policy import Authorizer
 from shared.endpoint import Op, ServiceSpec
 from shared.models import channel as m
 from shared.models.common import OkResponse
@@ -25,11 +26,30 @@ OPS: list[Op[h.ChannelCtx]] = [
 ]
 
 
+def _authorizer(nc: object, settings: object) -> Authorizer:
+    """The channel policy's trust settings: ``channels.*`` where set, else ``security.*``;
+    trusted issuers are both lists plus the services' own DID (docs/security.md)."""
+    from services.channel.policy import Authorizer
+    from shared import authz
+    from shared.settings import Settings
+
+    assert isinstance(settings, Settings)
+    cfg, sec = settings.channels, settings.security
+    realm = cfg.realm if "realm" in cfg.model_fields_set else sec.realm
+    audience = cfg.audience or sec.audience
+    trusted = [*cfg.trusted_issuers, *sec.trusted_issuers]
+    policy = authz.for_connection(nc)
+    if policy is not None and policy.credential is not None:
+        trusted.append(policy.credential.did)
+    verifier = authz.Verifier(trusted, audience, cfg.capability_leeway_s)
+    return Authorizer(realm, verifier.trusted_issuers, audience, cfg.capability_leeway_s, verifier)
+
+
 async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.ChannelCtx], list[object]]:
     from nats.aio.client import Client
 
     from services.channel.dispatch import Dispatcher
-    from services.channel.policy import Authorizer, ChannelTable, HmacPolicy
+    from services.channel.policy import ChannelTable, HmacPolicy
     from services.channel.store import ChannelStore
     from shared.jetstream import Log
     from shared.memory import MemoryMonitor
@@ -40,13 +60,15 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.ChannelCtx]
     assert isinstance(nc, Client) and isinstance(settings, Settings)
     cfg = settings.channels
     subjects = Subjects(settings.subject_prefix)
-    table = ChannelTable(cfg)
+    table = ChannelTable(cfg, floor=settings.security.capability_mode)
     secret, _source = resolve_secret(
         cfg.hmac_secret.get_secret_value() if cfg.hmac_secret is not None else None, cfg.hmac_secret_file
     )
     log = Log(nc, timeout=settings.request_timeout_s)
     await log.start()
     store = ChannelStore(nc, log, subjects, cfg)
+    store.target_allow = settings.security.target_allow.get("_")  # deliver_to allow-list (ADR 0013)
+    store.forwardings_limit = settings.quotas.forwardings_per_store  # per channel (ADR 0016)
     await store.open(durable=table.any_durable, rate_limited=table.any_rate_limited)
     mem = settings.memory
     dispatcher = Dispatcher(
@@ -67,7 +89,7 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.ChannelCtx]
         table=table,
         store=store,
         dispatcher=dispatcher,
-        auth=Authorizer(cfg.realm, tuple(cfg.trusted_issuers), cfg.audience, cfg.capability_leeway_s),
+        auth=_authorizer(nc, settings),
         hmac=HmacPolicy(secret, cfg.message_ttl_s, cfg.max_clock_skew_s),
         subscribe_max_ttl_s=cfg.subscribe_max_ttl_s,
     )

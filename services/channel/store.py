@@ -32,11 +32,13 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from services.channel.policy import ChannelConfig
 from shared.codec import JSON
-from shared.errors import InvalidRequestError, PayloadTooLargeError, UnavailableError
+from shared.errors import InvalidRequestError, PayloadTooLargeError, QuotaExceededError, UnavailableError
 from shared.jetstream import JetStreamApiError, Log
 from shared.models.channel import ChannelMessage
+from shared.quotas import check_quota
 from shared.settings import ChannelsSettings
 from shared.subjects import Subjects
+from shared.telemetry import instruments
 
 __all__ = ["ChannelStore", "Forward", "Prepared", "topic_matches"]
 
@@ -73,6 +75,7 @@ class Forward:
     topic: str
     deliver_to: str
     expires_at: float  # Unix seconds
+    creator: str | None = None  # the holder DID of the token that subscribed (authz.holder_did)
 
     @property
     def pattern(self) -> tuple[str, ...]:
@@ -86,17 +89,27 @@ class Forward:
                 "topic": self.topic,
                 "deliver_to": self.deliver_to,
                 "expires_at": self.expires_at,
+                **({"creator": self.creator} if self.creator else {}),
             }
         ).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Forward:
         d = json.loads(raw)
-        return cls(str(d["id"]), str(d["channel"]), str(d["topic"]), str(d["deliver_to"]), float(d["expires_at"]))
+        creator = d.get("creator")
+        return cls(
+            str(d["id"]),
+            str(d["channel"]),
+            str(d["topic"]),
+            str(d["deliver_to"]),
+            float(d["expires_at"]),
+            str(creator) if creator else None,
+        )
 
 
 class ChannelStore:
     def __init__(self, nc: Client, log_: Log, subjects: Subjects, settings: ChannelsSettings) -> None:
+        self.forwardings_limit = 0  # quotas.forwardings_per_store, per channel (0 = none; ADR 0016)
         self.nc = nc
         self.js = nc.jetstream()
         self.log = log_
@@ -109,6 +122,8 @@ class ChannelStore:
         self._watcher: Any = None
         self._stopping = False
         self._synced = asyncio.Event()
+        # security.target_allow["_"]: prefixes a deliver_to must also start with (ADR 0013)
+        self.target_allow: list[str] | None = None
 
     # --- set-up -----------------------------------------------------------------------------
     async def _ensure_stream(self, config: dict[str, Any]) -> None:
@@ -260,7 +275,13 @@ class ChannelStore:
         )
         out = []
         for sm in msgs:
-            body = JSON.decode(sm.data)
+            try:
+                body = JSON.decode(sm.data)
+            except InvalidRequestError:
+                body = None
+            if not isinstance(body, dict):  # a message someone else published into the history
+                log.warning("channel history: skipping the undecodable message at %d", sm.seq)
+                continue
             out.append(
                 ChannelMessage(
                     seq=sm.seq,
@@ -277,16 +298,40 @@ class ChannelStore:
     def forward_count(self) -> int:
         return sum(len(f) for f in self._forwards.values())
 
-    async def add_forward(self, channel: str, topic: str, deliver_to: str, expires_at: float) -> Forward:
+    async def add_forward(
+        self, channel: str, topic: str, deliver_to: str, expires_at: float, creator: str | None = None
+    ) -> Forward:
         if self.forward_count() >= self.settings.max_token_subscriptions:
             raise UnavailableError(
                 "too many channel forwardings; unsubscribe some or wait for them to expire",
                 details={"reason": "too_many_subscriptions", "max": self.settings.max_token_subscriptions},
             )
-        f = Forward(secrets.token_hex(16), channel, topic, deliver_to, expires_at)
+        if self.forwardings_limit > 0:
+            # the mirror of the bucket (every instance's forwardings), not what this one made
+            now = time.time()
+            live = sum(1 for f in self._forwards.get(channel, {}).values() if f.expires_at >= now)
+            try:
+                check_quota("forwardings_per_store", self.forwardings_limit, live, "_")
+            except QuotaExceededError as exc:
+                exc.details["channel"] = channel
+                raise
+        f = Forward(secrets.token_hex(16), channel, topic, deliver_to, expires_at, creator)
         await self.kv.put(f.id, f.to_json())
         self._apply_put(f)  # visible here at once; other instances see it through the watch
         return f
+
+    async def get_forward(self, id_: str) -> Forward | None:
+        """The forwarding as stored (the bucket, not this instance's mirror), None when gone."""
+        try:
+            entry = await self.kv.get(id_)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        try:
+            return Forward.from_json(entry.value)
+        except (ValueError, KeyError, TypeError):
+            return None
 
     async def remove_forward(self, id_: str) -> None:
         self._apply_delete(id_)
@@ -297,7 +342,7 @@ class ChannelStore:
         await self.kv.delete(id_)
 
     def _apply_put(self, f: Forward) -> None:
-        if f.expires_at >= time.time():
+        if f.expires_at >= time.time() and self._deliverable(f):
             self._forwards.setdefault(f.channel, {})[f.id] = f
 
     def _apply_delete(self, id_: str) -> None:
@@ -332,9 +377,24 @@ class ChannelStore:
                 await asyncio.sleep(1)
 
     def check_deliver_to(self, deliver_to: str) -> None:
+        """``invalid_request`` unless ``deliver_to`` is a literal subject outside the gateway's
+        and the system's subject space (ADR 0013), under ``deliver_prefixes`` and, when set,
+        ``security.target_allow["_"]``."""
+        self.subjects.check_target(deliver_to, "deliver_to", self.target_allow)
         prefixes = self.settings.deliver_prefixes
         if not any(deliver_to.startswith(p) for p in prefixes):
             raise InvalidRequestError(
                 f"deliver_to must start with one of {prefixes}",
                 details={"field": "deliver_to", "reason": "not an allowed delivery subject"},
             )
+
+    def _deliverable(self, f: Forward) -> bool:
+        """A stored forwarding is used only if its target would be accepted today (one saved
+        before the check, or by hand into the bucket, is ignored and logged)."""
+        try:
+            self.check_deliver_to(f.deliver_to)
+        except InvalidRequestError as exc:
+            instruments().dropped.add(1, {"op": "channel.forward", "reason": "target_subject"})
+            log.warning("ignoring channel forwarding %s: %s", f.id, exc.message)
+            return False
+        return True

@@ -10,8 +10,12 @@ Exactly once per source event (docs/adr/0010-links.md):
   service either refuses (``wrong_expected_version``: the driver re-reads the derived stream's
   tail, whose last event says how far it got, and drops what is already there) or recognises
   the very same append (same ids at that version) and returns the original result;
-* the checkpoint is therefore the derived stream itself; the consumer's ack floor and the
-  ``stat`` counters (with the position they have counted up to) only save work.
+* the checkpoint is the link's own KV entry (``ckpt.<store>.<key>``, written after every
+  append, docs/adr/0016-reserved-streams-and-quotas.md), never the metadata of events in the
+  derived stream: what a stream holds is not proof of who wrote it. Events found in the derived
+  stream after the checkpoint's version (an append whose checkpoint write a crash cut off, or a
+  second holder's) are recognised by their ids and not copied again; they never move the
+  checkpoint. The consumer's ack floor and the ``stat`` counters only save work.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,8 +33,8 @@ import msgpack
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from services.link.rules import compile_filter, compile_transform, pattern_regex
-from services.link.store import Definition, LinkStore, Stats
+from services.link.rules import compile_filter, compile_transform, pattern_regex, uses_matches
+from services.link.store import Checkpoint, Definition, LinkStore, Stats
 from shared.errors import (
     GatewayTimeoutError,
     InvalidRequestError,
@@ -42,6 +46,7 @@ from shared.eventlog import decode_commit
 from shared.jetstream import StoredMsg
 from shared.lease import Lease, LeaseSupervisor
 from shared.models.link import DERIVED_PREFIX
+from shared.patterns import run_matching
 from shared.subjects import Subjects
 from shared.telemetry import emit
 
@@ -53,6 +58,8 @@ log = logging.getLogger(__name__)
 BATCH_BY_LEVEL: Final = {"normal": (256, 0.0), "elevated": (32, 0.05), "critical": (8, 0.25)}
 MAX_EVENTS_PER_APPEND: Final = 500
 MAX_BYTES_PER_APPEND: Final = 1024 * 1024
+# derived events read back after the checkpoint's version (a crash window holds one append)
+MAX_RECHECK: Final = 2 * MAX_EVENTS_PER_APPEND
 _ID_NAMESPACE: Final = uuid.UUID("6c1e5e0a-6f1d-4c55-9a55-4e2d1a9b7c10")
 
 MemoryLevel = Callable[[], str]
@@ -77,6 +84,10 @@ class _Out:
     def mark(self) -> tuple[int, int]:
         return (self.seq, int(self.source["version"]))
 
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (str(self.event["event_id"]), self.seq, int(self.source["version"]))
+
 
 class Driver:
     """Forwards one link while this instance holds its lease."""
@@ -95,10 +106,14 @@ class Driver:
         self.d = d
         self.memory_level = memory_level or (lambda: "normal")
         self.match = compile_filter(d.filter)
+        self.match_off_loop = uses_matches(d.filter)  # client regexes (RE2) run on a worker thread
         self.transform = compile_transform(d.transform)
         self.in_source = self._source_predicate(d)
         self.version = -1
         self.checkpoint: tuple[int, int] = (0, -1)
+        # copies already in the derived stream past the checkpoint: (event id, source position, version)
+        self.written: set[tuple[str, int, int]] = set()
+        self._ck_rev: int | None = None  # KV revision of this driver's last checkpoint write
         self.stats = Stats()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -159,12 +174,51 @@ class Driver:
                 delay = min(delay * 2, 5.0)
 
     async def _resync(self) -> None:
-        """Where the derived stream is: its version and the last source event it holds."""
-        self.version, self.checkpoint = await self.store.derived_tail(self.d)
-        if self.checkpoint == (0, -1) and self.stats.pos > 0 and self.version >= 0:
-            # no event of this link in the stream's tail (someone else wrote there): fall back
-            # to the counters, which only ever count appends already forwarded
-            self.checkpoint = (self.stats.pos, 1 << 62)
+        """Where the link is: its own checkpoint (KV) and the derived stream's version. Events
+        the derived stream holds past the checkpoint's version are remembered by id, so they are
+        not copied twice; nothing read from the derived stream moves the checkpoint."""
+        ck = await self.store.checkpoint(self.d)
+        head = await self.store.derived_version(self.d)
+        self.version = head
+        self.written = set()
+        self._ck_rev = None
+        if ck is None:
+            self.checkpoint = await self._legacy_checkpoint(head)
+            return
+        self.checkpoint = (ck.pos, ck.ver)
+        if head > ck.link_version:
+            first = max(ck.link_version + 1, head - MAX_RECHECK + 1)
+            for ev in await self.store.derived_events(self.d, first, head - first + 1):
+                meta = ev.get("metadata") or {}
+                try:
+                    self.written.add((str(ev["event_id"]), int(meta["source_position"]), int(meta["source_version"])))
+                except (KeyError, TypeError, ValueError):
+                    continue  # not a copy made by a link
+
+    async def _legacy_checkpoint(self, head: int) -> tuple[int, int]:
+        """No checkpoint in KV: a new link, or one made before checkpoints were kept there (or
+        created again over a kept stream by such a version). The counters' position if there is
+        one; else the derived stream's last event, but only when it is this link's copy of an
+        event the source really holds at that position and version (its id is derived from
+        them), so forged metadata naming a position the source does not have is ignored."""
+        if head < 0:
+            return (0, -1)
+        if self.stats.pos > 0:
+            return (self.stats.pos, 1 << 62)
+        for ev in await self.store.derived_events(self.d, head, 1):
+            meta = ev.get("metadata") or {}
+            try:
+                pos, ver = int(meta["source_position"]), int(meta["source_version"])
+                src_id = str(meta["source_event_id"])
+            except (KeyError, TypeError, ValueError):
+                return (0, -1)
+            if ev.get("event_id") != derived_event_id(self.d.name, src_id):
+                return (0, -1)
+            src = await self.store.source_event(self.d.store, pos, ver)
+            if src is None or src.get("event_id") != src_id:
+                return (0, -1)
+            return (pos, ver)
+        return (0, -1)
 
     async def _drive(self) -> None:
         """Forward from the checkpoint with a consumer of this run's own; any failure ends the run
@@ -205,26 +259,47 @@ class Driver:
                 await self.store.close_consumer(self.d, name)
 
     # --- one batch --------------------------------------------------------------------------------
+    def _decode_and_match(self, msgs: list[Msg]) -> dict[int, list[tuple[dict[str, Any], bool]]]:
+        """The events of ``msgs`` in the source, each with the filter's verdict, by position: what
+        ``_process`` does first, run on a worker thread when the filter has client regexes."""
+        out: dict[int, list[tuple[dict[str, Any], bool]]] = {}
+        for msg in msgs:
+            seq = msg.metadata.sequence.stream
+            try:
+                stream_id = self.subjects.stream_id_of(msg.subject)
+            except ValueError:
+                continue
+            if not self.in_source(stream_id):
+                continue
+            sm = StoredMsg(subject=msg.subject, seq=seq, ts_ns=0, headers=msg.headers or {}, data=msg.data)
+            out[seq] = list(_matched(decode_commit(sm, stream_id, "link"), self.match))
+        return out
+
     async def _process(self, msgs: list[Msg]) -> None:
         stats = self.stats
         out: list[_Out] = []
         last_seq = stats.pos
+        pre = await run_matching(self._decode_and_match, msgs) if self.match_off_loop else None
         for msg in msgs:
             meta = msg.metadata
             seq = meta.sequence.stream
             last_seq = max(last_seq, seq)
-            stream_id = self.subjects.stream_id_of(msg.subject)
+            try:
+                stream_id = self.subjects.stream_id_of(msg.subject)
+            except ValueError:  # a message someone else published into the log (ADR 0013)
+                continue
             if not self.in_source(stream_id):
                 continue
             counting = seq > stats.pos
             sm = StoredMsg(subject=msg.subject, seq=seq, ts_ns=0, headers=msg.headers or {}, data=msg.data)
-            for ev in decode_commit(sm, stream_id):
-                if not self.match(ev):
+            pairs = pre.get(seq, []) if pre is not None else _matched(decode_commit(sm, stream_id, "link"), self.match)
+            for ev, matched in pairs:
+                if not matched:
                     if counting:
                         stats.filtered += 1
                     continue
                 item = _Out(seq, ev, self._derive(ev, seq))
-                if item.mark <= self.checkpoint:  # forwarded before (a redelivery)
+                if item.mark <= self.checkpoint or item.key in self.written:  # forwarded before
                     if counting:
                         stats.processed += 1
                     continue
@@ -275,7 +350,7 @@ class Driver:
                 reply = await self.store.append(self.d, self.version, [c.event for c in chunk])
             except WrongExpectedVersionError:
                 await self._resync()
-                chunk = [c for c in chunk if c.mark > self.checkpoint]
+                chunk = [c for c in chunk if c.mark > self.checkpoint and c.key not in self.written]
                 continue
             except (InvalidRequestError, PayloadTooLargeError) as exc:
                 raise LinkFailedError(
@@ -287,6 +362,9 @@ class Driver:
                 continue
             self.version = int(reply["version"])
             self.checkpoint = chunk[-1].mark
+            self._ck_rev = await self.store.save_checkpoint(
+                self.d, Checkpoint(*self.checkpoint, link_version=self.version), self._ck_rev
+            )
             return chunk
         return []
 
@@ -367,3 +445,9 @@ class Supervisor(LeaseSupervisor[Definition, Driver]):
 
     def finished(self, worker: Driver) -> bool:
         return worker.done
+
+
+def _matched(
+    events: Iterable[dict[str, Any]], match: Callable[[dict[str, Any]], bool]
+) -> Iterator[tuple[dict[str, Any], bool]]:
+    return ((ev, match(ev)) for ev in events)

@@ -142,6 +142,7 @@ async def delete(req: DeleteLinkRequest, ctx: LinkCtx) -> OkResponse:
     await ctx.links.drop_lease(d)
     if req.delete_stream:
         await ctx.links.delete_derived(d)
+        await ctx.links.drop_checkpoint(d)
     _telemetry(ctx, "deleted", d.name)
     return OkResponse()
 

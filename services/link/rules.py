@@ -9,13 +9,13 @@ and they never modify the event they are given (copy on write).
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Callable
 from typing import Any, Final
 
 from shared.models.link import FieldFilter, GroupFilter, Transform
+from shared.patterns import glob, matcher
 
-__all__ = ["MISSING", "compile_filter", "compile_transform", "pattern_regex", "resolve"]
+__all__ = ["MISSING", "compile_filter", "compile_transform", "pattern_regex", "resolve", "uses_matches"]
 
 Event = dict[str, Any]
 Predicate = Callable[[Event], bool]
@@ -29,9 +29,10 @@ class _Missing:
 MISSING: Final = _Missing()
 
 
-def pattern_regex(pattern: str) -> re.Pattern[str]:
-    """``*`` = any run of characters (also none); every other character is literal; anchored."""
-    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+def pattern_regex(pattern: str) -> Any:
+    """``*`` = any run of characters (also none); every other character is literal; anchored
+    (an RE2 regex: use ``fullmatch``; linear time, shared/patterns.py)."""
+    return glob(pattern)
 
 
 def resolve(ev: Event, path: tuple[str, ...]) -> Any:
@@ -105,11 +106,11 @@ def _leaf(f: FieldFilter) -> Predicate:
     if op == "contains":
         return lambda ev: _contains(resolve(ev, path), value)
     if op == "matches":
-        rx = re.compile(value)
+        found = matcher(value)  # RE2 (linear time); PatternError for one the model let through
 
         def matches(ev: Event) -> bool:
             v = resolve(ev, path)
-            return isinstance(v, str) and rx.search(v) is not None
+            return isinstance(v, str) and found(v)
 
         return matches
     compare: dict[str, Callable[[Any, Any], bool]] = {
@@ -125,6 +126,19 @@ def _leaf(f: FieldFilter) -> Predicate:
         return _ordered(v, value) and cmp(v, value)
 
     return ordered
+
+
+def uses_matches(f: Any) -> bool:
+    """True when the filter has a ``matches`` leaf (the driver then filters off the event loop)."""
+    if isinstance(f, FieldFilter):
+        return f.op == "matches"
+    if isinstance(f, GroupFilter):
+        return any(uses_matches(sub) for sub in f.filters)
+    if isinstance(f, dict):
+        if "filters" in f:
+            return any(uses_matches(sub) for sub in f.get("filters") or [])
+        return f.get("op") == "matches"
+    return False
 
 
 def compile_filter(f: FieldFilter | GroupFilter | dict[str, Any] | None) -> Predicate:

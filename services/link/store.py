@@ -5,13 +5,14 @@
   the link's name).
 * Reading the source: each time an instance starts forwarding a link, it creates its own pull
   consumer on the store's log stream, ``link-<key>-<nonce>`` (in memory, removed by the server
-  after 30 s without pulls), starting at the link's checkpoint. The checkpoint is the derived
-  stream itself (the last event's ``source_position``/``source_version``) and the ``stat``
-  counters' position. No two instances ever share a consumer, so neither can take appends
-  from the other's sequence.
-* Writing: through the stream service (``<prefix>.api.<store>.stream.append``), never to the log
-  directly, so appends to ``$link:<name>`` get the stream service's checks, idempotency and
-  indexes like any other append.
+  after 30 s without pulls), starting at the link's checkpoint. The checkpoint is the link's own
+  KV entry ``ckpt.<store>.<key>`` (written after every append; ADR 0016), never the metadata of
+  the derived stream's events. No two instances ever share a consumer, so neither can take
+  appends from the other's sequence.
+* Writing: through the stream service's services-only subject
+  (``<prefix>.internal.<store>.stream.append``; clients may not write ``$`` streams), never to
+  the log directly, so appends to ``$link:<name>`` get the stream service's checks, idempotency
+  and indexes like any other append.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ from shared.errors import (
     StoreNotFoundError,
     StreamNotFoundError,
 )
+from shared.eventlog import decode_commit
 from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log, kv_values, open_kv
 from shared.models.link import CreateLinkRequest, derived_stream
 from shared.peers import Peers
+from shared.quotas import IdleMap, check_quota
 from shared.settings import Settings
 from shared.subjects import Subjects
 
-__all__ = ["Definition", "LinkStore", "Stats", "link_key"]
+__all__ = ["Checkpoint", "Definition", "LinkStore", "Stats", "link_key"]
 
 ERR_CONSUMER_NOT_FOUND = 10014
 
@@ -80,6 +83,25 @@ class Definition:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """How far the link has copied, as the link itself recorded it (KV ``ckpt.<store>.<key>``):
+    the last source event copied (``pos`` = its append's store position, ``ver`` = its version)
+    and the derived stream's version right after that append (``link_version``)."""
+
+    pos: int
+    ver: int
+    link_version: int
+
+    def to_json(self) -> bytes:
+        return json.dumps({"pos": self.pos, "ver": self.ver, "link_version": self.link_version}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Checkpoint:
+        d = json.loads(raw)
+        return cls(int(d["pos"]), int(d["ver"]), int(d["link_version"]))
+
+
 @dataclass
 class Stats:
     """Progress counters, written by the driving instance after each batch. ``pos`` is the
@@ -113,7 +135,7 @@ class LinkStore:
         self.settings = settings
         self.peers = Peers(nc, subjects, timeout=settings.request_timeout_s)
         self.kv: Any = None
-        self._stores: set[str] = set()
+        self._stores: IdleMap[str, bool] = IdleMap(settings.quotas.idle_evict_s)  # stores known to exist
 
     async def open(self) -> None:
         bucket = self.subjects.links_bucket()
@@ -126,7 +148,9 @@ class LinkStore:
         return self.subjects.kv_subject(self.subjects.links_bucket(), "def.>")
 
     # --- stores (asked of the stream service, which owns them) -------------------------------
-    async def ensure_store(self, store: str) -> None:
+    async def ensure_store(self, store: str, *, create: bool = False) -> None:
+        """``store_not_found`` unless the store exists; ``create`` (writes only, ADR 0016): make
+        it when stores are created on first use. Reads never create a store."""
         if store in self._stores:
             return
         try:
@@ -134,7 +158,9 @@ class LinkStore:
         except StoreNotFoundError:
             if not self.settings.auto_create_stores:
                 raise
-            await self.peers.call(store, "store", "create", {})
+            if not create:
+                return  # a read: answered as for an empty store, and nothing is made (ADR 0016)
+            await self.peers.call(store, "store", "create", {}, internal=True)  # counted as made on first use
         self._stores.add(store)
 
     # --- keys ---------------------------------------------------------------------------------
@@ -149,6 +175,10 @@ class LinkStore:
     @staticmethod
     def lease_key(store: str, key: str) -> str:
         return f"lease.{store}.{key}"
+
+    @staticmethod
+    def ckpt_key(store: str, key: str) -> str:
+        return f"ckpt.{store}.{key}"
 
     # --- definitions ----------------------------------------------------------------------------
     async def get_entry(self, store: str, name: str) -> tuple[Definition, int]:
@@ -170,7 +200,10 @@ class LinkStore:
         return [Definition.from_json(r.value) for r in rows]
 
     async def create(self, store: str, req: CreateLinkRequest) -> Definition:
-        await self.ensure_store(store)
+        await self.ensure_store(store, create=True)
+        limit = self.settings.quotas.links_per_store
+        if limit > 0:  # counted in KV, not in memory
+            check_quota("links_per_store", limit, len(await self.definitions(store)), store)
         d = Definition(
             store=store,
             key=link_key(req.name),
@@ -263,10 +296,16 @@ class LinkStore:
         raise GatewayError("the link changed too often to update it; try again")
 
     async def delete(self, d: Definition) -> None:
-        """Remove the definition first (the driving instance then stops), then the rest."""
+        """Remove the definition first (the driving instance then stops), then the rest. The
+        checkpoint stays with a kept derived stream (``drop_checkpoint`` removes it), so a link
+        created again under the same name continues after what the stream already holds."""
         for key in (self.def_key(d.store, d.key), self.stat_key(d.store, d.key)):
             with contextlib.suppress(KeyNotFoundError):
                 await self.kv.delete(key)
+
+    async def drop_checkpoint(self, d: Definition) -> None:
+        with contextlib.suppress(KeyNotFoundError):
+            await self.kv.delete(self.ckpt_key(d.store, d.key))
 
     async def drop_lease(self, d: Definition) -> None:
         with contextlib.suppress(KeyNotFoundError):
@@ -290,6 +329,50 @@ class LinkStore:
     async def save_stats(self, d: Definition, stats: Stats) -> None:
         await self.kv.put(self.stat_key(d.store, d.key), stats.to_json())
 
+    async def checkpoint(self, d: Definition) -> Checkpoint | None:
+        """The link's own checkpoint; None before its first append (or for a link made before
+        checkpoints were kept in KV)."""
+        try:
+            entry = await self.kv.get(self.ckpt_key(d.store, d.key))
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        try:
+            return Checkpoint.from_json(entry.value)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def save_checkpoint(self, d: Definition, ck: Checkpoint, rev: int | None = None) -> int | None:
+        """Record ``ck`` unless the stored checkpoint is as far or further along the source (a
+        second, stale holder of the link must not move it back). ``rev``: the revision of this
+        driver's own last write, which saves a read when nobody else wrote since. Returns the
+        revision written (None when the stored one was kept)."""
+        key = self.ckpt_key(d.store, d.key)
+        for _ in range(10):
+            if rev is not None:
+                try:
+                    return int(await self.kv.update(key, ck.to_json(), last=rev))
+                except KeyWrongLastSequenceError:
+                    rev = None
+            try:
+                entry = await self.kv.get(key)
+            except KeyNotFoundError:
+                entry = None
+            if entry is None or not entry.value:
+                try:
+                    return int(await self.kv.create(key, ck.to_json()))
+                except KeyWrongLastSequenceError:
+                    continue
+            try:
+                stored = Checkpoint.from_json(entry.value)
+            except (ValueError, KeyError, TypeError):
+                stored = None
+            if stored is not None and (stored.pos, stored.ver) >= (ck.pos, ck.ver):
+                return None
+            rev = int(entry.revision)
+        return None
+
     async def consumer_info(self, d: Definition, name: str) -> dict[str, Any] | None:
         try:
             return await self.log.api(f"$JS.API.CONSUMER.INFO.{self.subjects.log_stream(d.store)}.{name}")
@@ -299,27 +382,37 @@ class LinkStore:
             raise
 
     # --- the derived stream (through the stream service) -----------------------------------------
-    async def derived_tail(self, d: Definition, look_back: int = 100) -> tuple[int, tuple[int, int]]:
-        """The derived stream's version and the checkpoint of the last event this link wrote:
-        (source position, source version); (-1, (0, -1)) for an empty stream."""
+    async def derived_version(self, d: Definition) -> int:
+        """The derived stream's version (-1 when it has no events)."""
+        reply = await self.peers.call(d.store, "stream", "version", {"stream_id": d.stream_id})
+        return int(reply["version"])
+
+    async def derived_events(self, d: Definition, first: int, count: int) -> list[dict[str, Any]]:
+        """Events of the derived stream from version ``first`` on (as stored), at most ``count``."""
+        if count <= 0:
+            return []
         try:
             reply = await self.peers.call(
                 d.store,
                 "stream",
-                "backward",
-                {"stream_id": d.stream_id, "start_version": -1, "count": look_back, "raw": True},
+                "forward",
+                {"stream_id": d.stream_id, "start_version": max(first, 0), "count": count, "raw": True},
             )
         except StreamNotFoundError:
-            return -1, (0, -1)
-        events = reply.get("events") or []
-        if not events:
-            return -1, (0, -1)
-        version = int(events[0]["version"])
-        for ev in events:
-            meta = ev.get("metadata") or {}
-            if "source_position" in meta and "source_version" in meta:
-                return version, (int(meta["source_position"]), int(meta["source_version"]))
-        return version, (0, -1)
+            return []
+        return list(reply.get("events") or [])
+
+    async def source_event(self, store: str, seq: int, version: int) -> dict[str, Any] | None:
+        """The source event at (store position, version), read from the log itself; None when
+        there is none (the check of a checkpoint a link made before ADR 0016)."""
+        sm = await self.log.direct_get(self.subjects.log_stream(store), {"seq": seq})
+        if sm is None:
+            return None
+        try:
+            events = decode_commit(sm, self.subjects.stream_id_of(sm.subject))
+        except Exception:
+            return None
+        return next((ev for ev in events if ev["version"] == version), None)
 
     async def append(self, d: Definition, expected: int, events: list[dict[str, Any]]) -> dict[str, Any]:
         reply: dict[str, Any] = await self.peers.call(
@@ -328,8 +421,9 @@ class LinkStore:
             "append",
             {"stream_id": d.stream_id, "expected_version": expected, "events": events},
             wait=max(self.settings.request_timeout_s, 10.0),
+            internal=True,
         )
         return reply
 
     async def delete_derived(self, d: Definition) -> None:
-        await self.peers.call(d.store, "stream", "delete", {"stream_id": d.stream_id})
+        await self.peers.call(d.store, "stream", "delete", {"stream_id": d.stream_id}, internal=True)

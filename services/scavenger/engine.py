@@ -17,15 +17,15 @@ The order makes a scavenge safe to interrupt at any point (kill -9) and to run a
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Final
 
 from services.scavenger.store import ScavengeStore
-from shared.errors import GatewayError, NoSnapshotError
+from shared.errors import GatewayError, NoSnapshotError, UnavailableError
 from shared.eventlog import Commit
 from shared.models.scavenger import ScavengeOptions, ScavengeResult, ScavengeResults, Skipped
+from shared.patterns import glob
 from shared.subjects import encode_token
 from shared.telemetry import emit
 
@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 DEFAULT_ARCHIVE_MAX_EVENTS: Final = 100_000
 
 
-def pattern_regex(pattern: str) -> re.Pattern[str]:
-    """``*`` = any run of characters (also none); every other character is literal; anchored."""
-    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+def pattern_regex(pattern: str) -> Any:
+    """``*`` = any run of characters (also none); every other character is literal; anchored
+    (an RE2 regex: use ``fullmatch``; linear time, shared/patterns.py)."""
+    return glob(pattern)
 
 
 def archive_key(stream_id: str, versions: tuple[int, int], first_position: int) -> str:
@@ -126,7 +127,7 @@ class Scavenger:
         key: str | None = None
         truncated = False
         if opts.archive:
-            plan, events, truncated = await self._bounded(store, plan)
+            plan, events, truncated = await self._verified(store, plan)
             if not events:  # removed meanwhile by another scavenge
                 return self._result(Plan(stream_id, plan.head, 0, -1, 0, 0, plan.snapshot_version), dry_run=False)
             key = archive_key(stream_id, (plan.from_version, plan.to_version), plan.first_seq)
@@ -140,22 +141,92 @@ class Scavenger:
         log.info("scavenged %s/%s: versions %d..%d", store, stream_id, plan.from_version, plan.to_version)
         return self._result(plan, dry_run=False, key=key, truncated=truncated)
 
-    async def _bounded(self, store: str, plan: Plan) -> tuple[Plan, list[dict[str, Any]], bool]:
+    async def _verified(self, store: str, plan: Plan) -> tuple[Plan, list[dict[str, Any]], bool]:
+        """``_bounded``, checked against the plan before anything is purged (ADR 0017): the
+        archive holds every version from the plan's first to its last (or to the commit where
+        ``archive_max_events`` cut it), contiguous, starting at the plan's first commit (or at
+        the stream's first commit now, when another scavenge removed the earlier ones). On a
+        replicated store a read that fails the check (a lagging follower answered the batched
+        Direct Get) is read again from the stream leader; still short, the scavenge stops with
+        ``unavailable`` (retryable) and purges nothing."""
+        leader = False
+        while True:
+            narrowed, events, truncated, next_first = await self._bounded(store, plan, leader=leader)
+            problem = await self._check(store, plan, events, truncated, next_first) if events else None
+            if problem is None:
+                return narrowed, events, truncated
+            if leader or await self.db.replicas(store) <= 1:
+                log.warning("not scavenging %s/%s: %s", store, plan.stream_id, problem)
+                raise UnavailableError(
+                    f"the archive read of {plan.stream_id!r} does not match the plan; nothing was removed, try again",
+                    details={
+                        "stream_id": plan.stream_id,
+                        "reason": problem,
+                        "planned": {
+                            "from_version": plan.from_version,
+                            "to_version": plan.to_version,
+                            "first_position": plan.first_seq,
+                            "keep_position": plan.keep_seq,
+                            "count": plan.count,
+                        },
+                        "archived": {
+                            "from_version": int(events[0]["version"]),
+                            "to_version": int(events[-1]["version"]),
+                            "first_position": int(events[0]["position"]),
+                            "last_position": int(events[-1]["position"]),
+                            "count": len(events),
+                        },
+                        "read_from_leader": leader,
+                    },
+                )
+            leader = True
+
+    async def _check(
+        self, store: str, plan: Plan, events: list[dict[str, Any]], truncated: bool, next_first: int | None
+    ) -> str | None:
+        """Why ``events`` are not the archive of ``plan``; None when they are."""
+        first_v = int(events[0]["version"])
+        for i, ev in enumerate(events):
+            if int(ev["version"]) != first_v + i:
+                return f"versions jump from {first_v + i - 1} to {ev['version']} at position {ev['position']}"
+        last_v = first_v + len(events) - 1
+        if truncated:
+            if next_first != last_v + 1:
+                return f"the archive ends at version {last_v} but the next commit starts at {next_first}"
+        elif last_v != plan.to_version:
+            return f"the archive ends at version {last_v}, the plan at {plan.to_version}"
+        if int(events[0]["position"]) != plan.first_seq or first_v != plan.from_version:
+            # another scavenge may have removed the first commits since the plan: the stream
+            # must now start exactly where the archive does
+            now = await self.db.first(store, plan.stream_id)
+            if now is None or now.seq != int(events[0]["position"]) or now.first != first_v:
+                return (
+                    f"the archive starts at version {first_v} (position {events[0]['position']}), "
+                    f"the plan at {plan.from_version} (position {plan.first_seq})"
+                )
+        return None
+
+    async def _bounded(
+        self, store: str, plan: Plan, *, leader: bool = False
+    ) -> tuple[Plan, list[dict[str, Any]], bool, int | None]:
         """The events to archive: whole commits, at most ``archive_max_events`` (at least one
-        commit), and the plan narrowed to them (the log may also have lost commits since the
-        plan was made, to another scavenge)."""
-        commits = await self.db.commits(store, plan.stream_id, plan.first_seq, plan.keep_seq)
+        commit), the plan narrowed to them (the log may also have lost commits since the
+        plan was made, to another scavenge), and the first version of the first commit left
+        out when the bound cut the archive."""
+        commits = await self.db.commits(store, plan.stream_id, plan.first_seq, plan.keep_seq, leader=leader)
         events: list[dict[str, Any]] = []
         keep_seq = plan.keep_seq
         truncated = False
+        next_first: int | None = None
         for sm in commits:
             rows = self.db.events_of([sm], plan.stream_id)
             if events and len(events) + len(rows) > self.archive_max_events:
                 keep_seq, truncated = sm.seq, True
+                next_first = int(rows[0]["version"]) if rows else None
                 break
             events.extend(rows)
         if not events:
-            return plan, events, False
+            return plan, events, False, None
         narrowed = Plan(
             plan.stream_id,
             plan.head,
@@ -165,7 +236,7 @@ class Scavenger:
             keep_seq,
             plan.snapshot_version,
         )
-        return narrowed, events, truncated
+        return narrowed, events, truncated, next_first
 
     async def scavenge_matching(
         self, store: str, pattern: str, opts: ScavengeOptions, *, dry_run: bool = False

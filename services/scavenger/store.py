@@ -33,7 +33,7 @@ from shared.errors import (
     StreamNotFoundError,
     UnavailableError,
 )
-from shared.eventlog import Commit, commit_of, decode_commit
+from shared.eventlog import Commit, CorruptEntryError, commit_of, decode_commit
 from shared.jetstream import ERR_STREAM_NOT_FOUND, JS_BATCH_LIMIT, JetStreamApiError, Log, StoredMsg, kv_values, open_kv
 from shared.peers import Peers
 from shared.settings import Settings
@@ -88,26 +88,55 @@ class ScavengeStore:
             return await self.log.leader_get(name, req)
         return await self.log.direct_get(name, req)
 
+    @staticmethod
+    def _commit(sm: StoredMsg) -> Commit:
+        """``commit_of``, refusing (``invalid_request``, ``details.reason = "corrupt_entry"``)
+        to plan around a message someone else published into the log (ADR 0013): nothing is
+        archived or purged."""
+        try:
+            return commit_of(sm)
+        except CorruptEntryError:
+            raise InvalidRequestError(
+                f"the log holds a message that is not a commit at position {sm.seq}; not scavenging this stream",
+                details={"field": "stream_id", "reason": "corrupt_entry", "position": sm.seq},
+            ) from None
+
     async def head(self, store: str, stream_id: str) -> Commit:
         sm = await self._get(store, {"last_by_subj": self.subjects.log_subject(store, stream_id)})
         if sm is None:
             raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
-        return commit_of(sm)
+        return self._commit(sm)
 
     async def first(self, store: str, stream_id: str) -> Commit | None:
         sm = await self._get(store, {"seq": 1, "next_by_subj": self.subjects.log_subject(store, stream_id)})
-        return commit_of(sm) if sm is not None else None
+        return self._commit(sm) if sm is not None else None
 
     async def commit_at(self, store: str, seq: int) -> Commit | None:
         sm = await self._get(store, {"seq": seq})
-        return commit_of(sm) if sm is not None else None
+        return self._commit(sm) if sm is not None else None
 
-    async def commits(self, store: str, stream_id: str, from_seq: int, below_seq: int) -> list[StoredMsg]:
-        """The stream's commits with from_seq <= position < below_seq, in order."""
+    async def replicas(self, store: str) -> int:
+        replicas, _ = await self._store_cfg(store)
+        return replicas
+
+    async def commits(
+        self, store: str, stream_id: str, from_seq: int, below_seq: int, *, leader: bool = False
+    ) -> list[StoredMsg]:
+        """The stream's commits with from_seq <= position < below_seq, in order: batched Direct
+        Gets (any replica may answer, a lagging follower short), or with ``leader`` one
+        ``STREAM.MSG.GET`` per commit from the stream leader (replicated stores; ADR 0017)."""
         name = self.subjects.log_stream(store)
         subject = self.subjects.log_subject(store, stream_id)
         out: list[StoredMsg] = []
         seq = from_seq
+        if leader:
+            while seq < below_seq:
+                sm = await self.log.leader_get(name, {"seq": seq, "next_by_subj": subject})
+                if sm is None or sm.seq >= below_seq:
+                    break
+                out.append(sm)
+                seq = sm.seq + 1
+            return out
         while seq < below_seq:
             batch, _ = await self.log.direct_batch(
                 name, {"seq": seq, "batch": JS_BATCH_LIMIT, "next_by_subj": subject, "max_bytes": 8 * 1024 * 1024}

@@ -43,7 +43,7 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.SchemaCtx],
     subjects = Subjects(settings.subject_prefix)
     log = Log(nc, timeout=settings.request_timeout_s)
     await log.start()
-    registry = SchemaRegistry(log, subjects)
+    registry = SchemaRegistry(log, subjects, idle_evict_s=settings.quotas.idle_evict_s)
     schemas = SchemaStore(log, subjects, settings, registry)
     # stopped in this order: the registry's subscriptions, then the log's inbox
     return spec(schemas, settings.service_name_prefix), [registry, log]

@@ -19,8 +19,9 @@ from typing import Any, Final
 from shared.errors import InvalidRequestError, UnavailableError
 from shared.jetstream import ERR_WRONG_LAST_SEQUENCE, JetStreamApiError, Log
 from shared.models.schema import SchemaDef
+from shared.quotas import IdleMap, check_quota
 from shared.settings import Settings, StoreConfig
-from shared.stores import kv_bucket_stream, store_config
+from shared.stores import kv_bucket_stream, store_config, store_config_for_write
 from shared.subjects import Subjects, kv_token
 from shared.upcasting import SchemaRegistry, Schemas, TypeSchemas, check_chain, check_json_schema
 
@@ -52,7 +53,7 @@ class SchemaStore:
         self.subjects = subjects
         self.settings = settings
         self.registry = registry
-        self._ready: dict[str, StoreConfig] = {}
+        self._ready: IdleMap[str, StoreConfig] = IdleMap(settings.quotas.idle_evict_s)  # dropped when idle
 
     async def _store(self, store: str) -> StoreConfig:
         """The store must exist (its event log) unless stores are created on first use; the
@@ -60,7 +61,7 @@ class SchemaStore:
         cfg = self._ready.get(store)
         if cfg is not None:
             return cfg
-        cfg = await store_config(self.log, self.subjects, self.settings, store)
+        cfg = await store_config_for_write(self.log, self.subjects, self.settings, store)
         bucket = self.subjects.schema_bucket(store)
         name = self.subjects.kv_stream(bucket)
         body = kv_bucket_stream(self.subjects, bucket, f"esdb-gater event schemas of store {store}", cfg, store)
@@ -73,8 +74,11 @@ class SchemaStore:
         return cfg
 
     async def schemas(self, store: str) -> Schemas:
-        """The store's schemas as the registry holds them (the store must exist)."""
-        await self._store(store)
+        """The store's schemas as the registry holds them. A read creates nothing (ADR 0016):
+        ``store_not_found`` when the store does not exist and stores are not created on first
+        use; no schemas when it has no schema bucket yet."""
+        if store not in self._ready:
+            await store_config(self.log, self.subjects, self.settings, store)
         return await self.registry.schemas(store)
 
     async def _read(self, store: str, event_type: str) -> tuple[TypeSchemas | None, int]:
@@ -117,6 +121,10 @@ class SchemaStore:
         """Add (or replace) one version; the resulting chain must have no gap."""
         await self._store(store)
         check_json_schema(schema.json_schema)
+        limit = self.settings.quotas.schemas_per_store
+        if limit > 0 and (await self._read(store, event_type))[0] is None:  # a new event type
+            # counted from the bucket (the registry mirrors it), not from what this instance saw
+            check_quota("schemas_per_store", limit, len((await self.registry.schemas(store)).types), store)
         now = time.time_ns() // 1_000_000
         for _ in range(CAS_ATTEMPTS):
             current, seq = await self._read(store, event_type)
@@ -134,7 +142,9 @@ class SchemaStore:
 
     async def unregister(self, store: str, event_type: str, version: int | None) -> None:
         """Remove every version of a type, or one version (when the chain stays whole). Removing
-        something that is not registered is fine."""
+        something that is not registered is fine (and creates nothing)."""
+        if store not in self._ready and event_type not in (await self.schemas(store)).types:
+            return
         await self._store(store)
         for _ in range(CAS_ATTEMPTS):
             current, seq = await self._read(store, event_type)

@@ -32,8 +32,9 @@ import msgpack
 
 from shared.errors import InvalidRequestError, NotFoundError
 from shared.jetstream import ERR_STREAM_NOT_FOUND, ERR_WRONG_LAST_SEQUENCE, JetStreamApiError, Log, StoredMsg
+from shared.quotas import IdleMap
 from shared.settings import Settings, StoreConfig
-from shared.stores import kv_bucket_stream, store_config
+from shared.stores import kv_bucket_stream, store_config, store_config_for_write
 from shared.subjects import Subjects, kv_token
 
 __all__ = ["ChunkResult", "SnapshotStore", "Upload"]
@@ -132,8 +133,9 @@ class SnapshotStore:
         self.log = log
         self.subjects = subjects
         self.settings = settings
-        self._ready: dict[str, StoreConfig] = {}
-        self._objects_ready: set[str] = set()
+        # per-store state, dropped when idle (ADR 0016)
+        self._ready: IdleMap[str, StoreConfig] = IdleMap(settings.quotas.idle_evict_s)
+        self._objects_ready: IdleMap[str, bool] = IdleMap(settings.quotas.idle_evict_s)
 
     # --- buckets ----------------------------------------------------------------------------
     async def _store(self, store: str) -> StoreConfig:
@@ -142,11 +144,30 @@ class SnapshotStore:
         cfg = self._ready.get(store)
         if cfg is not None:
             return cfg
-        cfg = await store_config(self.log, self.subjects, self.settings, store)
+        cfg = await store_config_for_write(self.log, self.subjects, self.settings, store)
         bucket = self.subjects.snapshot_bucket(store)
         await self._create(
             kv_bucket_stream(self.subjects, bucket, f"esdb-gater snapshots of store {store}", cfg, store)
         )
+        self._ready[store] = cfg
+        return cfg
+
+    async def _existing(self, store: str) -> StoreConfig | None:
+        """For reads, which create nothing (ADR 0016): the snapshot bucket's replicas and storage,
+        or None when the store has no snapshot bucket (nothing was ever recorded);
+        ``store_not_found`` when the store does not exist and stores are not created on first use."""
+        cfg = self._ready.get(store)
+        if cfg is not None:
+            return cfg
+        try:
+            si = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.kv_stream(self._bucket(store))}")
+        except JetStreamApiError as exc:
+            if exc.err_code != ERR_STREAM_NOT_FOUND:
+                raise
+            await store_config(self.log, self.subjects, self.settings, store)  # store_not_found, or go on
+            return None
+        c = si["config"]
+        cfg = StoreConfig(replicas=int(c.get("num_replicas", 1)), storage=c.get("storage", "file"))
         self._ready[store] = cfg
         return cfg
 
@@ -212,7 +233,9 @@ class SnapshotStore:
         return versions
 
     async def _get(self, store: str, subject: str) -> StoredMsg | None:
-        cfg = await self._store(store)
+        cfg = await self._existing(store)
+        if cfg is None:
+            return None
         name = self.subjects.kv_stream(self._bucket(store))
         req = {"last_by_subj": subject}
         if cfg.replicas > 1:  # a follower may not have the latest write yet
@@ -251,7 +274,12 @@ class SnapshotStore:
 
     async def read(self, store: str, source: str, stream: str, version: int | None) -> dict[str, Any]:
         """The snapshot at ``version``, or the highest one when ``version`` is None."""
-        await self._store(store)
+        if await self._existing(store) is None:
+            wanted: int | str = "latest" if version is None else version
+            raise NotFoundError(
+                "no snapshot for this source and stream",
+                details={"source_uuid": source, "stream_uuid": stream, "version": wanted},
+            )
         if version is None:
             versions = await self._versions(store, source, stream)
             if not versions:
@@ -269,7 +297,8 @@ class SnapshotStore:
         return _decode(sm)
 
     async def list(self, store: str, source: str, stream: str, include_data: bool) -> list[dict[str, Any]]:
-        await self._store(store)
+        if await self._existing(store) is None:
+            return []
         versions = await self._versions(store, source, stream)
         bucket = self._bucket(store)
         name = self.subjects.kv_stream(bucket)
@@ -282,8 +311,9 @@ class SnapshotStore:
         return rows
 
     async def delete(self, store: str, source: str, stream: str, version: int) -> None:
-        """Remove a snapshot; removing a missing one is fine."""
-        await self._store(store)
+        """Remove a snapshot; removing a missing one is fine (and creates nothing)."""
+        if await self._existing(store) is None:
+            return
         key = self._key(source, stream, version)
         bucket = self._bucket(store)
         old = await self._object_info(store, key)
@@ -446,7 +476,7 @@ class SnapshotStore:
         return ChunkResult(True, count, row)
 
     async def read_chunk(self, store: str, source: str, stream: str, version: int, upload_id: str, index: int) -> bytes:
-        cfg = await self._store(store)
+        cfg = await self._existing(store) or StoreConfig()
         sm = await self._get(store, self._subject(store, source, stream, version))
         obj = _object_of(sm) if sm is not None else None
         details = {"source_uuid": source, "stream_uuid": stream, "version": version, "upload_id": upload_id}

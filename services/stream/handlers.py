@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.stream.store import EventStore
+from shared.errors import InvalidRequestError
 from shared.models.common import OkResponse
 from shared.models.stream import (
     AppendRequest,
@@ -22,12 +23,15 @@ from shared.models.stream import (
     ReadRangeRequest,
     ReadRequest,
     ReadUntilRequest,
+    ReindexRequest,
+    ReindexResponse,
     StoreInfoRequest,
     StoreInfoResponse,
     VersionAtRequest,
     VersionRequest,
     VersionResponse,
 )
+from shared.patterns import run_matching
 from shared.upcasting import SchemaRegistry
 
 
@@ -47,11 +51,33 @@ async def _read(ctx: StreamCtx, raw: bool, rows: list[dict[str, Any]]) -> Events
     return EventsResponse.from_rows(rows)
 
 
+RESERVED_PREFIX = "$"  # stream ids the services write: $link:<name> (ADR 0016)
+
+
+def _not_reserved(stream_id: str) -> None:
+    """Clients never write a stream whose id starts with ``$``; the services do, through their
+    internal subjects (``<prefix>.internal.<store>.stream.<op>``, ADR 0016). Reads stay open."""
+    if stream_id.startswith(RESERVED_PREFIX):
+        raise InvalidRequestError(
+            f"stream ids starting with {RESERVED_PREFIX!r} are written only by the services",
+            details={"field": "stream_id", "reason": "reserved", "stream_id": stream_id},
+        )
+
+
 async def append(req: AppendRequest, ctx: StreamCtx) -> AppendResponse:
+    _not_reserved(req.stream_id)
+    return await append_internal(req, ctx)
+
+
+async def append_internal(req: AppendRequest, ctx: StreamCtx) -> AppendResponse:
+    """An append from another service (the link service's ``$link:`` streams)."""
     if ctx.schemas is not None:
         await ctx.events.store(ctx.store)  # store_not_found before anything else
         schemas = ctx.schemas.loaded(ctx.store) or await ctx.schemas.schemas(ctx.store)
-        schemas.check_append(req.events)  # invalid_request naming the field; nothing written
+        if schemas.matches_patterns(req.events):  # RE2 releases the GIL: match off the event loop
+            await run_matching(schemas.check_append, req.events)
+        else:
+            schemas.check_append(req.events)  # invalid_request naming the field; nothing written
     r = await ctx.events.append(ctx.store, req.stream_id, req.expected_version, req.events)
     return AppendResponse(version=r.version, position=r.position, count=r.count)
 
@@ -85,6 +111,11 @@ async def list_(req: ListRequest, ctx: StreamCtx) -> ListResponse:
 
 
 async def delete(req: DeleteRequest, ctx: StreamCtx) -> OkResponse:
+    _not_reserved(req.stream_id)
+    return await delete_internal(req, ctx)
+
+
+async def delete_internal(req: DeleteRequest, ctx: StreamCtx) -> OkResponse:
     await ctx.events.delete(ctx.store, req.stream_id)
     return OkResponse()
 
@@ -110,8 +141,22 @@ async def store_create(req: CreateStoreRequest, ctx: StreamCtx) -> StoreInfoResp
     return await _store_info(ctx, created)
 
 
+async def store_create_on_first_use(req: CreateStoreRequest, ctx: StreamCtx) -> StoreInfoResponse:
+    """Another service's write needs the store (``subscription.save``, ``link.create``, a
+    snapshot or schema write): made as on a first append, so only when ``auto_create_stores`` is
+    on, with the configured defaults, and counted against ``quotas.auto_created_stores``
+    (ADR 0016). Served on the services-only subject."""
+    await ctx.events.store(ctx.store)
+    return await _store_info(ctx, False)
+
+
 async def store_info(req: StoreInfoRequest, ctx: StreamCtx) -> StoreInfoResponse:
     return await _store_info(ctx, False)
+
+
+async def store_reindex(req: ReindexRequest, ctx: StreamCtx) -> ReindexResponse:
+    r = await ctx.events.reindex(ctx.store)
+    return ReindexResponse(store=ctx.store, scanned=r.scanned, indexed=r.indexed, checkpoint=r.checkpoint)
 
 
 async def _store_info(ctx: StreamCtx, created: bool) -> StoreInfoResponse:

@@ -25,6 +25,26 @@ OPS: list[Op[h.StreamCtx]] = [
     Op("version_at", h.version_at, m.VersionAtRequest, m.VersionResponse, "stream version at an epoch_us"),
     Op("create", h.store_create, m.CreateStoreRequest, m.StoreInfoResponse, "create a store", token="store"),
     Op("info", h.store_info, m.StoreInfoRequest, m.StoreInfoResponse, "describe a store", token="store"),
+    Op(
+        "reindex",
+        h.store_reindex,
+        m.ReindexRequest,
+        m.ReindexResponse,
+        "rebuild the store's event-id index from its log (admin)",
+        token="store",
+    ),
+    # services only (<prefix>.internal.*.stream.<op>, ADR 0016): writes to reserved ($...) streams
+    Op("append", h.append_internal, m.AppendRequest, m.AppendResponse, "append (services only)", internal=True),
+    Op("delete", h.delete_internal, m.DeleteRequest, OkResponse, "delete a stream (services only)", internal=True),
+    Op(
+        "create",
+        h.store_create_on_first_use,
+        m.CreateStoreRequest,
+        m.StoreInfoResponse,
+        "create a store on first use (services only)",
+        token="store",
+        internal=True,
+    ),
 ]
 
 
@@ -56,5 +76,6 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.StreamCtx],
     events = EventStore(log, subjects, settings, memory=monitor_from(settings))
     for name, cfg in settings.stores.items():
         await events.create_store(name, cfg)
-    schemas = SchemaRegistry(log, subjects)  # stopped before the log whose inbox it uses
+    # stopped before the log whose inbox it uses
+    schemas = SchemaRegistry(log, subjects, idle_evict_s=settings.quotas.idle_evict_s)
     return spec(events, settings.service_name_prefix, schemas), [schemas, log]

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ from typing import Any, Final
 
 import msgpack
 
+from services.stream.idindex import EventIdIndex, RepairResult
 from shared.errors import (
     InvalidRequestError,
     StoreNotFoundError,
@@ -39,7 +41,17 @@ from shared.errors import (
     UnavailableError,
     WrongExpectedVersionError,
 )
-from shared.eventlog import H_COUNT, H_VERSION, Commit, commit_of, decode_commit, encode_events, new_event_id
+from shared.eventlog import (
+    H_COUNT,
+    H_VERSION,
+    Commit,
+    commit_of,
+    corrupt_entry,
+    decode_commit,
+    encode_events,
+    is_commit,
+    new_event_id,
+)
 from shared.jetstream import (
     ERR_INFLIGHT_SAME_SUBJECT,
     ERR_STREAM_NOT_FOUND,
@@ -51,6 +63,7 @@ from shared.jetstream import (
 )
 from shared.memory import MemoryMonitor
 from shared.models.stream import ANY_VERSION, NO_STREAM, STREAM_EXISTS, EventIn
+from shared.quotas import IdleMap, check_quota
 from shared.settings import Settings, StoreConfig
 from shared.subjects import Subjects
 
@@ -70,6 +83,7 @@ READ_PAGES: Final = {
 # JetStream refusals of a store's config that the caller can fix: insufficient resources
 # (e.g. replicas > cluster size) and replicas > 1 on a single server
 ERR_STORE_REFUSED: Final = (10023, 10074)
+AUTO_CREATED: Final = "esdb_gater_auto_created"  # log stream metadata of a store made on first use
 
 
 @dataclass(slots=True, frozen=True)
@@ -111,9 +125,11 @@ class EventStore:
         self.subjects = subjects
         self.settings = settings
         self.memory = memory
-        self._stores: dict[str, StoreInfo] = {}
+        # store configs, dropped when idle (ADR 0016): random store names cannot grow it for good
+        self._stores: IdleMap[str, StoreInfo] = IdleMap(settings.quotas.idle_evict_s)
         self._heads: OrderedDict[tuple[str, str], Commit] = OrderedDict()
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        self.ids = EventIdIndex(log, subjects)  # the event-id index's repair (ADR 0017)
 
     # --- stores -----------------------------------------------------------------------------
     def configured(self, store: str) -> StoreConfig:
@@ -134,15 +150,50 @@ class EventStore:
                 raise
             if not (create and self.settings.auto_create_stores):
                 raise StoreNotFoundError(f"store {store!r} does not exist", details={"store": store}) from None
-            info, _ = await self.create_store(store, self.configured(store))
+            await self._check_auto_create(store)
+            info, _ = await self.create_store(store, self.configured(store), auto=True)
             return info
         info = StoreInfo(store, _config_of(si["config"]))
         await self._create_index(store, info.config)
         self._stores[store] = info
         return info
 
-    async def create_store(self, store: str, cfg: StoreConfig) -> tuple[StoreInfo, bool]:
-        """Create the store's JetStream stream; returns (info, created). Idempotent."""
+    async def existing(self, store: str) -> StoreInfo | None:
+        """For reads, which never create a store (ADR 0016): the store's config, or None when it
+        does not exist and stores are created on first use (the read then answers as for a
+        stream that does not exist); ``store_not_found`` when they are not."""
+        try:
+            return await self.store(store, create=False)
+        except StoreNotFoundError:
+            if self.settings.auto_create_stores:
+                return None
+            raise
+
+    async def _check_auto_create(self, store: str) -> None:
+        """``quota_exceeded`` when ``quotas.auto_created_stores`` stores made on first use exist
+        (counted from the log streams' metadata, so every instance counts the same)."""
+        limit = self.settings.quotas.auto_created_stores
+        if limit <= 0:
+            return
+        prefix = self.subjects.log_stream_prefix()
+        count = 0
+        offset = 0
+        while True:
+            reply = await self.log.api("$JS.API.STREAM.LIST", {"offset": offset})
+            page = reply.get("streams") or []
+            for si in page:
+                cfg = si.get("config") or {}
+                meta = cfg.get("metadata") or {}
+                if str(cfg.get("name", "")).startswith(prefix) and meta.get(AUTO_CREATED) == "1":
+                    count += 1
+            offset += len(page)
+            if not page or offset >= int(reply.get("total", 0)):
+                break
+        check_quota("auto_created_stores", limit, count, store)
+
+    async def create_store(self, store: str, cfg: StoreConfig, *, auto: bool = False) -> tuple[StoreInfo, bool]:
+        """Create the store's JetStream stream; returns (info, created). Idempotent. ``auto``:
+        made on first use (marked, and counted against ``quotas.auto_created_stores``)."""
         name = self.subjects.log_stream(store)
         body = {
             "name": name,
@@ -160,6 +211,8 @@ class EventStore:
             "allow_direct": True,
             "metadata": {"esdb_gater_store": store, "esdb_gater_layout": "1"},
         }
+        if auto:
+            body["metadata"][AUTO_CREATED] = "1"  # type: ignore[index]
         created = False
         try:
             si = await self.log.api(f"$JS.API.STREAM.INFO.{name}")
@@ -242,20 +295,59 @@ class EventStore:
             self._heads.popitem(last=False)
 
     async def _head_msg(self, store: str, stream_id: str) -> StoredMsg | None:
-        info = await self.store(store)
+        info = await self.existing(store)
+        if info is None:
+            return None
         req = {"last_by_subj": self.subjects.log_subject(store, stream_id)}
         name = self.subjects.log_stream(store)
         if info.config.replicas > 1:
             return await self.log.leader_get(name, req)
         return await self.log.direct_get(name, req)
 
+    async def _last_commit_msg(self, store: str, stream_id: str) -> tuple[StoredMsg | None, int]:
+        """The stream's last commit, and the sequence of the last message on its subject (0 when
+        there is none). They differ when corrupt entries (messages someone else published into
+        the log) follow the last commit: reads skip those, and the next append expects the
+        subject's real last sequence, so the stream stays readable and appendable (ADR 0013)."""
+        sm = await self._head_msg(store, stream_id)
+        if sm is None or is_commit(sm):
+            return sm, (sm.seq if sm is not None else 0)
+        tail = sm.seq
+        name = self.subjects.log_stream(store)
+        subject = self.subjects.log_subject(store, stream_id)
+        for _ in range(32):  # the message before, one at a time
+            corrupt_entry(sm, "stream")
+            if sm.seq <= 1:
+                return None, tail
+            msgs, _ = await self.log.direct_batch(name, {"multi_last": [subject], "up_to_seq": sm.seq - 1, "batch": 1})
+            if not msgs:
+                return None, tail
+            sm = msgs[0]
+            if is_commit(sm):
+                return sm, tail
+        last: StoredMsg | None = None  # a long run of corrupt entries: one forward scan
+        seq = 1
+        while seq < tail:
+            batch, _ = await self.log.direct_batch(name, {"seq": seq, "batch": JS_BATCH_LIMIT, "next_by_subj": subject})
+            if not batch:
+                break
+            last = next((m for m in reversed(batch) if m.seq < tail and is_commit(m)), last)
+            seq = batch[-1].seq + 1
+        return last, tail
+
     async def head(self, store: str, stream_id: str, *, cached: bool = False) -> Commit | None:
-        """The stream's last commit, or None when the stream has no events."""
+        """The stream's last commit, or None when the stream has no events (a head with
+        ``count`` 0 when its subject holds only corrupt entries)."""
         key = (store, stream_id)
         if cached and key in self._heads:
             return self._heads[key]
-        sm = await self._head_msg(store, stream_id)
-        commit = commit_of(sm) if sm is not None else None
+        sm, tail = await self._last_commit_msg(store, stream_id)
+        commit: Commit | None = None
+        if sm is not None:
+            c = commit_of(sm)
+            commit = c if tail == c.seq else Commit(c.seq, c.first, c.count, c.ts_ns, tail)
+        elif tail:
+            commit = Commit(0, 0, 0, 0, tail)
         self._remember(key, commit)
         return commit
 
@@ -312,7 +404,7 @@ class EventStore:
                     )
                 first = current + 1
                 headers[H_VERSION] = str(first)
-                headers[H_EXPECT_SUBJ_SEQ] = str(head.seq if head else 0)
+                headers[H_EXPECT_SUBJ_SEQ] = str(head.subject_seq if head else 0)
                 try:
                     ack = await self.log.publish(subject, payload, headers)
                 except JetStreamApiError as exc:
@@ -352,7 +444,7 @@ class EventStore:
     # --- idempotency ------------------------------------------------------------------------
     async def _same_append_at(self, store: str, stream_id: str, version: int, ids: list[str]) -> AppendResult | None:
         """The stored append holding ``version``, if it has exactly these event ids."""
-        head_sm = await self._head_msg(store, stream_id)
+        head_sm, _ = await self._last_commit_msg(store, stream_id)
         if head_sm is None:
             return None
         sm = await self._seek(store, stream_id, version, head_sm)
@@ -360,7 +452,7 @@ class EventStore:
 
     @staticmethod
     def _if_same(sm: StoredMsg, stream_id: str, ids: list[str]) -> AppendResult | None:
-        stored = [row["i"] for row in msgpack.unpackb(sm.data, raw=False)]
+        stored = [ev["event_id"] for ev in decode_commit(sm, stream_id, "stream")]
         if stored != ids:
             return None
         c = commit_of(sm)
@@ -371,13 +463,34 @@ class EventStore:
         entry = await self.log.direct_get(
             self.subjects.index_stream(store), {"last_by_subj": self.subjects.index_event_id(store, ids[0])}
         )
-        if entry is None:
+        if entry is not None:
+            row = msgpack.unpackb(entry.data, raw=False)
+            sm = await self.log.direct_get(self.subjects.log_stream(store), {"seq": int(row["q"])})
+            # deleted since, or the id was used in another stream: not a resend of that one
+            if sm is not None and sm.subject == self.subjects.log_subject(store, stream_id):
+                same = self._if_same(sm, stream_id, ids)
+                if same is not None:
+                    return same
+        return await self._unindexed_append(store, stream_id, ids)
+
+    async def _unindexed_append(self, store: str, stream_id: str, ids: list[str]) -> AppendResult | None:
+        """An earlier append of these ids that the index misses (its writer died between the log
+        and the index, ADR 0017): looked for among the stream's commits after the index's
+        checkpoint that JetStream's duplicate window no longer covers; found, it is indexed."""
+        cfg = (await self.store(store)).config
+        window_ns = int(cfg.duplicate_window_s * 1e9)
+        self.ids.schedule_repair(store, interval_s=max(1.0, cfg.duplicate_window_s / 4))
+        after = await self.ids.checkpoint(store)
+        sm = await self.ids.unindexed(store, stream_id, ids, after, time.time_ns() - window_ns // 2)
+        if sm is None:
             return None
-        row = msgpack.unpackb(entry.data, raw=False)
-        sm = await self.log.direct_get(self.subjects.log_stream(store), {"seq": int(row["q"])})
-        if sm is None or sm.subject != self.subjects.log_subject(store, stream_id):
-            return None  # deleted since, or the id was used in another stream: not a resend
+        await self._index_append(store, stream_id, ids[0], sm.seq)
         return self._if_same(sm, stream_id, ids)
+
+    async def reindex(self, store: str) -> RepairResult:
+        """Rebuild the store's event-id index from its log (the ``store.reindex`` admin op)."""
+        await self.store(store, create=False)
+        return await self.ids.repair(store, full=True)
 
     async def _index_append(self, store: str, stream_id: str, first_id: str, seq: int) -> None:
         body = msgpack.packb({"s": stream_id, "q": seq})
@@ -390,7 +503,13 @@ class EventStore:
 
     # --- reads ------------------------------------------------------------------------------
     async def _probe(self, name: str, subject: str, seq: int) -> StoredMsg | None:
-        return await self.log.direct_get(name, {"seq": seq, "next_by_subj": subject})
+        """The first commit of ``subject`` at or after ``seq`` (corrupt entries skipped)."""
+        while True:
+            sm = await self.log.direct_get(name, {"seq": seq, "next_by_subj": subject})
+            if sm is None or is_commit(sm):
+                return sm
+            corrupt_entry(sm, "stream")
+            seq = sm.seq + 1
 
     async def _seek(self, store: str, stream_id: str, version: int, head: StoredMsg) -> StoredMsg:
         """The commit holding ``version`` (or the first one after it, if it was removed).
@@ -455,7 +574,9 @@ class EventStore:
         """Events with lo <= version <= hi (hi None = to the end), ascending, at most ``limit``.
         Raises stream_not_found when the stream has no events. ``head_sm``: the stream's last
         commit, when the caller has just read it."""
-        info = await self.store(store)
+        info = await self.existing(store)
+        if info is None:
+            raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
         if lo <= 0 and info.config.replicas == 1 and head_sm is None:
             # From the start on a single replica: one batched Direct Get, no head lookup (the
             # only replica is the leader, so the batch sees every acknowledged append).
@@ -468,9 +589,12 @@ class EventStore:
             if not batch:
                 await self._require(store, stream_id)
                 return []
-            return await self._collect(store, stream_id, batch, pending, 0, top, wanted, None)
+            events = await self._collect(store, stream_id, batch, pending, 0, top, wanted, None)
+            if not events:  # only corrupt entries, or every wanted version scavenged
+                await self._require(store, stream_id)
+            return events
         if head_sm is None:
-            head_sm = await self._head_msg(store, stream_id)
+            head_sm, _ = await self._last_commit_msg(store, stream_id)
         if head_sm is None:
             raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
         head = commit_of(head_sm)
@@ -483,7 +607,8 @@ class EventStore:
         return await self._collect(store, stream_id, [start], 1, lo, top, wanted, head.seq)
 
     async def _require(self, store: str, stream_id: str) -> None:
-        if await self.head(store, stream_id) is None:
+        head = await self.head(store, stream_id)
+        if head is None or head.last < 0:
             raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
 
     async def _collect(
@@ -503,7 +628,7 @@ class EventStore:
         empty_rounds = 0
         while True:
             for sm in batch:
-                for ev in decode_commit(sm, stream_id):
+                for ev in decode_commit(sm, stream_id, "stream"):
                     if lo <= ev["version"] <= top:
                         out.append(ev)
             last_seq = batch[-1].seq
@@ -532,7 +657,7 @@ class EventStore:
                     details={"field": "start_version", "reason": "negative"},
                 )
             return await self.read_versions(store, stream_id, start, start + count - 1, count)
-        head_sm = await self._head_msg(store, stream_id)
+        head_sm, _ = await self._last_commit_msg(store, stream_id)
         if head_sm is None:
             raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
         if start == -1:
@@ -547,7 +672,8 @@ class EventStore:
         return head.last if head else -1
 
     async def delete(self, store: str, stream_id: str) -> None:
-        await self.store(store)
+        if await self.existing(store) is None:
+            return  # nothing to delete, and deleting makes no store
         key = (store, stream_id)
         async with self._stream_lock(key):
             await self.log.api(
@@ -558,7 +684,8 @@ class EventStore:
 
     async def list_streams(self, store: str, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         """Stream ids sorted by their UTF-8 bytes, a page after ``cursor``."""
-        await self.store(store)
+        if await self.existing(store) is None:
+            return [], None
         name = self.subjects.log_stream(store)
         ids: list[str] = []
         offset = 0
@@ -568,7 +695,11 @@ class EventStore:
                 {"subjects_filter": self.subjects.log_all(store), "offset": offset},
             )
             subjects = si.get("state", {}).get("subjects") or {}
-            ids.extend(self.subjects.stream_id_of(s) for s in subjects)
+            for s in subjects:
+                try:
+                    ids.append(self.subjects.stream_id_of(s))
+                except ValueError:  # not a subject we made: a message someone else published
+                    log.warning("corrupt_entry: %s is not a stream subject; stream.list skips it", s[:200])
             total = int(si.get("total", len(subjects)))
             offset += len(subjects)
             if not subjects or offset >= total:
@@ -583,10 +714,13 @@ class EventStore:
 
     # --- time -------------------------------------------------------------------------------
     async def _first_commit_at_or_after(self, store: str, stream_id: str, ns: int) -> StoredMsg | None:
-        return await self.log.direct_get(
-            self.subjects.log_stream(store),
-            {"start_time": _rfc3339(ns), "next_by_subj": self.subjects.log_subject(store, stream_id)},
-        )
+        name = self.subjects.log_stream(store)
+        subject = self.subjects.log_subject(store, stream_id)
+        sm = await self.log.direct_get(name, {"start_time": _rfc3339(ns), "next_by_subj": subject})
+        if sm is None or is_commit(sm):
+            return sm
+        corrupt_entry(sm, "stream")
+        return await self._probe(name, subject, sm.seq + 1)
 
     async def version_at(self, store: str, stream_id: str, epoch_us: int) -> int:
         """The last version whose epoch_us <= the given one; -1 when none is that old."""
@@ -598,13 +732,13 @@ class EventStore:
         after = await self._first_commit_at_or_after(store, stream_id, (epoch_us + 1) * 1000)
         if after is None:
             return head.last
-        return int(after.headers[H_VERSION]) - 1
+        return commit_of(after).first - 1
 
     async def read_time_range(
         self, store: str, stream_id: str, from_us: int | None, to_us: int, direction: str, limit: int
     ) -> list[dict[str, Any]]:
         head = await self.head(store, stream_id)
-        if head is None:
+        if head is None or head.last < 0:
             raise StreamNotFoundError(f"stream {stream_id!r} not found", details={"stream_id": stream_id})
         hi = await self.version_at(store, stream_id, to_us)
         lo = 0
@@ -612,7 +746,7 @@ class EventStore:
             first = await self._first_commit_at_or_after(store, stream_id, from_us * 1000)
             if first is None:
                 return []
-            lo = int(first.headers[H_VERSION])
+            lo = commit_of(first).first
         if hi < lo or limit == 0:
             return []
         if direction == "forward":

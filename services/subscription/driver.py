@@ -28,11 +28,14 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from services.subscription.store import Definition, SubscriptionStore
+from shared.authz import control_allowed
 from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
+from shared.endpoint import drop_reply, own_inbox, reply_allowed
 from shared.eventlog import decode_commit
 from shared.jetstream import StoredMsg
 from shared.lease import Lease, LeaseSupervisor
 from shared.subjects import Subjects, encode_token
+from shared.telemetry import instruments
 
 __all__ = ["Driver", "Supervisor", "matcher", "pattern_regex"]
 
@@ -115,8 +118,24 @@ class Driver:
         self._ctl_sub: Subscription | None = None
         self.delivered = 0
         self._background: set[asyncio.Task[None]] = set()
+        self.reply_prefixes: tuple[str, ...] = ()
 
     async def start(self) -> None:
+        security = self.store.settings.security
+        self.reply_prefixes = (*security.reply_prefixes, own_inbox(self.nc))
+        problem = self.subjects.target_problem(self.d.subscriber, security.target_allow.get(self.d.store))
+        if problem is not None:
+            # A definition saved before targets were checked (or before the allow-list changed):
+            # deliver nothing, so nothing is pulled, parked or lost; remove and save it again.
+            instruments().dropped.add(1, {"op": "subscription.deliver", "reason": "target_subject"})
+            log.warning(
+                "subscription %s/%s: subscriber %r is refused (%s); not delivering it",
+                self.d.store,
+                self.d.key,
+                self.d.subscriber[:200],
+                problem,
+            )
+            return
         self._ctl_sub = await self.nc.subscribe(self.ctl + ".>", cb=self._on_control)
         self._task = asyncio.create_task(self._run(), name=f"subscription-{self.d.key}")
 
@@ -191,8 +210,12 @@ class Driver:
                 headers=msg.headers or {},
                 data=msg.data,
             )
-            stream_id = self.subjects.stream_id_of(msg.subject)
-            rows = [ev for ev in decode_commit(sm, stream_id) if self.match(ev)]
+            try:
+                stream_id = self.subjects.stream_id_of(msg.subject)
+            except ValueError:  # a message someone else published into the log: skip it
+                await msg.ack()
+                return
+            rows = [ev for ev in decode_commit(sm, stream_id, "subscription") if self.match(ev)]
             if rows and self.upcast is not None:
                 rows = await self.upcast(self.d.store, rows)
             if not rows:
@@ -268,6 +291,9 @@ class Driver:
     # --- control subjects -----------------------------------------------------------------------
     async def _on_control(self, msg: Msg) -> None:
         tail = msg.subject[len(self.ctl) + 1 :].split(".")
+        if msg.reply and not reply_allowed(msg.reply, self.reply_prefixes):
+            drop_reply("subscription.ctl", msg.reply)  # never answer into someone else's subject
+            return
         if msg.headers and "Status" in msg.headers:
             # The server's "503 no responders" for a delivery nobody was subscribed to: not an
             # ack. The event stays pending and comes back after ack_wait (then parks).
@@ -293,6 +319,10 @@ class Driver:
                     fut.set_result(not msg.data.strip().startswith(b"-NAK"))
                 if msg.reply:
                     await msg.respond(b"")
+            elif tail in (["ack"], ["replay"]) and not control_allowed(self.nc, msg.headers):
+                # the handlers' forwarded ack_event / replay_parked carry the services' credential;
+                # a client publishing here directly would bypass the op's capability check
+                log.debug("subscription %s: refused a control message without the service credential", self.d.key)
             elif tail == ["ack"]:
                 body = json.loads(msg.data)
                 found = await self.ack(str(body["stream_id"]), int(body["event_number"]))

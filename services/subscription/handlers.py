@@ -9,6 +9,7 @@ from typing import Any
 
 from services.subscription.driver import Supervisor
 from services.subscription.store import Definition, SubscriptionStore, subscription_key
+from shared.authz import service_headers
 from shared.errors import GatewayError, SubscriptionNotFoundError, UnavailableError, error_from_envelope
 from shared.eventlog import commit_of
 from shared.lease import lease_holder
@@ -72,6 +73,8 @@ async def _info(ctx: SubCtx, d: Definition) -> SubscriptionInfo:
 
 
 async def save(req: SaveRequest, ctx: SubCtx) -> SubscriptionInfo:
+    # never deliver into the gateway's own subjects or a system one (ADR 0013)
+    ctx.subs.subjects.check_target(req.subscriber, "subscriber", ctx.subs.settings.security.target_allow.get(ctx.store))
     d = await ctx.subs.create(ctx.store, req)
     ctx.supervisor.poke()
     return await _info(ctx, d)
@@ -114,7 +117,7 @@ async def list_(req: ListRequest, ctx: SubCtx) -> SubscriptionsResponse:
 async def _control(ctx: SubCtx, d: Definition, op: str, body: dict[str, Any]) -> Any:
     subject = f"{ctx.subs.subjects.subscription_control(d.store, d.key)}.{op}"
     try:
-        msg = await ctx.subs.log._request(subject, json.dumps(body).encode())
+        msg = await ctx.subs.log._request(subject, json.dumps(body).encode(), service_headers(ctx.subs.log.nc))
     except UnavailableError:
         raise UnavailableError(
             f"subscription {d.name!r} is not being delivered right now (no instance holds it); try again",

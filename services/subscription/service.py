@@ -36,7 +36,7 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.SubCtx], li
     subs = SubscriptionStore(nc, log, subjects, settings)
     await subs.open()
     # deliveries pass through the same upcasting as stream reads (SPEC.md §6)
-    schemas = SchemaRegistry(log, subjects)
+    schemas = SchemaRegistry(log, subjects, idle_evict_s=settings.quotas.idle_evict_s)
     supervisor = Supervisor(
         nc, subs, subjects, owner=nc._nuid.next().decode(), lease_ttl_s=settings.lease_ttl_s, upcast=schemas.upcast
     )

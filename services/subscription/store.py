@@ -22,6 +22,7 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
+from shared.authz import service_headers
 from shared.errors import (
     AlreadyExistsError,
     GatewayError,
@@ -29,8 +30,10 @@ from shared.errors import (
     StoreNotFoundError,
     error_from_envelope,
 )
+from shared.eventlog import is_commit
 from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log, StoredMsg, kv_values, open_kv
 from shared.models.subscription import SaveRequest
+from shared.quotas import IdleMap, check_quota
 from shared.settings import Settings
 from shared.subjects import Subjects
 
@@ -95,7 +98,7 @@ class SubscriptionStore:
         self.subjects = subjects
         self.settings = settings
         self.kv: Any = None
-        self._stores: set[str] = set()
+        self._stores: IdleMap[str, bool] = IdleMap(settings.quotas.idle_evict_s)  # stores known to exist
 
     async def open(self) -> None:
         bucket = self.subjects.subscriptions_bucket()
@@ -104,7 +107,9 @@ class SubscriptionStore:
         )
 
     # --- stores (asked of the stream service, which owns them) -------------------------------
-    async def ensure_store(self, store: str) -> None:
+    async def ensure_store(self, store: str, *, create: bool = False) -> None:
+        """``store_not_found`` unless the store exists; ``create`` (writes only, ADR 0016): make
+        it when stores are created on first use. Reads never create a store."""
         if store in self._stores:
             return
         try:
@@ -112,11 +117,16 @@ class SubscriptionStore:
         except StoreNotFoundError:
             if not self.settings.auto_create_stores:
                 raise
-            await self._api(store, "store", "create")
+            if not create:
+                return  # a read: answered as for an empty store, and nothing is made (ADR 0016)
+            await self._api(store, "store", "create", internal=True)  # counted as made on first use
         self._stores.add(store)
 
-    async def _api(self, store: str, service: str, op: str, body: dict[str, Any] | None = None) -> Any:
-        msg = await self.log._request(self.subjects.api(store, service, op), json.dumps(body or {}).encode())
+    async def _api(
+        self, store: str, service: str, op: str, body: dict[str, Any] | None = None, *, internal: bool = False
+    ) -> Any:
+        subject = (self.subjects.internal if internal else self.subjects.api)(store, service, op)
+        msg = await self.log._request(subject, json.dumps(body or {}).encode(), service_headers(self.log.nc))
         reply = json.loads(msg.data)
         if msg.headers and "Nats-Service-Error-Code" in msg.headers:
             raise error_from_envelope(reply)
@@ -139,8 +149,11 @@ class SubscriptionStore:
         return Definition.from_json(entry.value) if entry.value else None
 
     async def create(self, store: str, req: SaveRequest) -> Definition:
-        await self.ensure_store(store)
+        await self.ensure_store(store, create=True)
         key = subscription_key(req.type, req.selector, req.name)
+        limit = self.settings.quotas.subscriptions_per_store
+        if limit > 0 and await self.get_def(store, key) is None:  # counted in KV, not in memory
+            check_quota("subscriptions_per_store", limit, len(await self.definitions(store)), store)
         d = Definition(
             store=store,
             key=key,
@@ -247,8 +260,9 @@ class SubscriptionStore:
     async def delete(self, store: str, key: str) -> bool:
         existed = await self.get_def(store, key) is not None
         try:
-            await self.kv.delete(self.def_key(store, key))
-            await self.kv.delete(self.lease_key(store, key))
+            if existed:  # a delete marker for a key that never was would stay in the bucket for good
+                await self.kv.delete(self.def_key(store, key))
+                await self.kv.delete(self.lease_key(store, key))
         except KeyNotFoundError:
             pass
         for call, body in (
@@ -289,7 +303,17 @@ class SubscriptionStore:
             raise
 
     async def commit_at(self, store: str, seq: int) -> StoredMsg | None:
-        return await self.log.direct_get(self.subjects.log_stream(store), {"seq": seq})
+        """The commit at ``seq``; for a corrupt entry (ADR 0013), the last commit of the same
+        subject before it."""
+        sm = await self.log.direct_get(self.subjects.log_stream(store), {"seq": seq})
+        for _ in range(32):
+            if sm is None or is_commit(sm) or sm.seq <= 1:
+                break
+            msgs, _ = await self.log.direct_batch(
+                self.subjects.log_stream(store), {"multi_last": [sm.subject], "up_to_seq": sm.seq - 1, "batch": 1}
+            )
+            sm = msgs[0] if msgs else None
+        return sm if sm is not None and is_commit(sm) else None
 
     async def next_commit(self, d: Definition, after_seq: int) -> StoredMsg | None:
         return await self.log.direct_get(

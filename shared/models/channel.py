@@ -125,6 +125,9 @@ class SubscribeResponse(Response):
 
 class UnsubscribeRequest(Request):
     id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    capability_token: Token | None = Field(
+        default=None, description="a token of the forwarding's creator, or one granting `store/admin` on the store `_`"
+    )
 
 
 class HistoryRequest(Request):

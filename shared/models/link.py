@@ -8,13 +8,13 @@ language can define them.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Final, Literal
 
 import msgpack
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from shared.models.common import Request, Response, StreamId
+from shared.patterns import check_pattern
 
 __all__ = [
     "DERIVED_PREFIX",
@@ -135,10 +135,9 @@ class FieldFilter(Request):
         elif self.op == "matches":
             if not isinstance(v, str) or not v or len(v) > 512:
                 raise ValueError("value of 'matches' must be a regular expression of 1 to 512 characters")
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"value of 'matches' is not a valid regular expression: {exc}") from None
+            reason = check_pattern(v)  # RE2: linear time; no backreferences or lookaround
+            if reason is not None:
+                raise ValueError(f"value of 'matches' is not a pattern the gateway runs: {reason}")
         return self
 
 

@@ -34,6 +34,8 @@ __all__ = [
     "ReadRequest",
     "ReadUntilRequest",
     "RecordedEvent",
+    "ReindexRequest",
+    "ReindexResponse",
     "StoreInfoRequest",
     "StoreInfoResponse",
     "VersionAtRequest",
@@ -236,6 +238,17 @@ class CreateStoreRequest(Request):
 
 class StoreInfoRequest(Request):
     pass
+
+
+class ReindexRequest(Request):
+    """``store.reindex``: rebuild the store's event-id index from its log (admin, ADR 0017)."""
+
+
+class ReindexResponse(BaseModel):
+    store: str
+    scanned: int = Field(description="commits read from the log")
+    indexed: int = Field(description="index entries written (missing, or pointing at an earlier commit)")
+    checkpoint: int = Field(description="every commit at or below this position is now indexed")
 
 
 class StoreInfoResponse(BaseModel):

@@ -14,13 +14,14 @@ from nats.aio.client import Client
 from shared.client import GaterClient
 from shared.errors import WrongExpectedVersionError
 from shared.runner import Running, start_services
-from shared.settings import Settings
+from shared.settings import QuotaSettings, Settings
 
 
 @pytest.fixture(scope="module")
 async def second_instance(nats_url: str, services: Running) -> AsyncIterator[Running]:
     """A second stream-service instance on its own connection, next to the session's one."""
-    running = await start_services(["stream"], Settings(nats_url=nats_url, auto_create_stores=True))
+    settings = Settings(nats_url=nats_url, auto_create_stores=True, quotas=QuotaSettings(auto_created_stores=0))
+    running = await start_services(["stream"], settings)
     try:
         yield running
     finally:

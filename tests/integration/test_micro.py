@@ -18,6 +18,8 @@ SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 OPS = ["append", "read", "forward", "backward", "version", "exists", "list", "delete",
        "read_until", "read_range", "version_at"]  # fmt: skip
 SUBJECTS = {f"esdb.api.*.stream.{op}" for op in OPS} | {"esdb.api.*.store.create", "esdb.api.*.store.info"}
+# services-only writes of $-streams (docs/adr/0016-reserved-streams-and-quotas.md)
+SUBJECTS |= {"esdb.internal.*.stream.append", "esdb.internal.*.stream.delete", "esdb.internal.*.store.create"}
 
 
 async def _gather(nc: Client, subject: str, want_id: str | None = None, window: float = 0.5) -> list[dict[str, Any]]:
@@ -78,6 +80,7 @@ async def test_info_lists_every_endpoint_in_the_queue_group(services: Running, n
     names = {ep["subject"]: ep["name"] for ep in endpoints}
     assert names["esdb.api.*.stream.append"] == "append"
     assert names["esdb.api.*.store.create"] == "store_create"
+    assert names["esdb.internal.*.stream.append"] == "internal_append"
     # the name-scoped INFO reaches the same instance
     replies = await _gather(nc, "$SRV.INFO.esdb-stream", want_id=sid)
     assert any(r["id"] == sid and r["endpoints"] == endpoints for r in replies)

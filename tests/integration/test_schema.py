@@ -19,7 +19,7 @@ from shared.client import GaterClient
 from shared.errors import InvalidRequestError, NotFoundError, StoreNotFoundError
 from shared.jetstream import Log
 from shared.runner import Running, start_services
-from shared.settings import Settings
+from shared.settings import QuotaSettings, Settings
 from shared.subjects import Subjects
 from shared.upcasting import SchemaRegistry
 from tests.conftest import Wire
@@ -275,7 +275,8 @@ async def test_a_schema_change_reaches_other_instances_without_restart(
 ) -> None:
     await client.append_events(store, stream_id, [{"event_type": "Paid", "data": V1_DATA[0]}])
     await client.register_schema(store, "Paid", V2)
-    other = await start_services(["stream"], Settings(nats_url=nats_url, auto_create_stores=True))
+    settings = Settings(nats_url=nats_url, auto_create_stores=True, quotas=QuotaSettings(auto_created_stores=0))
+    other = await start_services(["stream"], settings)
     nc2 = await jetstream.connect(nats_url)
     log2 = Log(nc2)
     await log2.start()

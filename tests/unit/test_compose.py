@@ -4,6 +4,7 @@ OpenTelemetry collector. (No Docker engine is needed: nothing is started.)"""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from shared import accounts
 from shared.runner import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +54,9 @@ def test_every_service_runs_twice_with_a_health_check_on_its_own_instances(compo
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
         for node in ("nats1", "nats2", "nats3"):
             assert svc["depends_on"][node]["condition"] == "service_healthy"
+        # tenant accounts (ADR 0014): the service connects as its own user of nats/accounts.conf
+        assert env["ESDB_GATER_NATS_USER"] == name
+        assert env["ESDB_GATER_NATS_PASSWORD"].startswith("${" + accounts.password_env(name) + ":?")
     gateway = {n for n, s in services.items() if s.get("build")}
     assert gateway == set(SERVICES), f"compose.yaml runs services that do not exist: {sorted(gateway - set(SERVICES))}"
 
@@ -60,11 +65,24 @@ def test_a_three_node_nats_cluster_from_nats_compose_and_a_collector(compose: di
     services = compose["services"]
     for i in (1, 2, 3):
         node = services[f"nats{i}"]
-        assert node["command"] == ["-c", f"/etc/nats/n{i}.conf"]
+        assert node["command"] == ["-c", f"/etc/nats/compose/n{i}.conf"]
+        assert "./nats:/etc/nats:ro" in node["volumes"]
         assert (ROOT / "nats" / "compose" / f"n{i}.conf").is_file()
         conf = (ROOT / "nats" / "compose" / f"n{i}.conf").read_text()
         assert "jetstream" in conf and all(f"nats-route://nats{j}:6222" in conf for j in (1, 2, 3))
+        assert "\ninclude ../accounts.conf\n" in conf
+        # every user's password reaches the node, from the environment (.env), never the file
+        assert set(node["environment"]) == {accounts.password_env(u) for u in accounts.users()}
         assert "healthz" in " ".join(node["healthcheck"]["test"])
     collector = services["otel-collector"]
     assert any("otel-collector.yaml" in v for v in collector["volumes"])
     assert (ROOT / "nats" / "compose" / "otel-collector.yaml").is_file()
+
+
+def test_the_services_get_the_secure_settings_of_the_accounts_layout(compose: dict[str, Any]) -> None:
+    """compose.yaml's target allow-lists are those ``gater up --secure`` uses (shared/accounts.py)."""
+    wanted = accounts.secure_settings()
+    for name in SERVICES:
+        env = compose["services"][name]["environment"]
+        assert json.loads(env["ESDB_GATER_SECURITY__TARGET_ALLOW"]) == wanted["security"]["target_allow"]  # type: ignore[index]
+        assert json.loads(env["ESDB_GATER_CHANNELS__DELIVER_PREFIXES"]) == wanted["channels"]["deliver_prefixes"]  # type: ignore[index]

@@ -20,6 +20,10 @@ PINNED_SUBJECTS = [
     "esdb.api.*.stream.version_at",
     "esdb.api.*.store.create",
     "esdb.api.*.store.info",
+    "esdb.api.*.store.reindex",
+    "esdb.internal.*.stream.append",
+    "esdb.internal.*.stream.delete",
+    "esdb.internal.*.store.create",
 ]
 
 # (subject token, op) -> (request model, reply model, scope)
@@ -37,6 +41,7 @@ PINNED_OPS = {
     ("stream", "version_at"): ("VersionAtRequest", "VersionResponse", "store"),
     ("store", "create"): ("CreateStoreRequest", "StoreInfoResponse", "store"),
     ("store", "info"): ("StoreInfoRequest", "StoreInfoResponse", "store"),
+    ("store", "reindex"): ("ReindexRequest", "ReindexResponse", "store"),
 }
 
 
@@ -47,21 +52,26 @@ def _spec():  # type: ignore[no-untyped-def]
 def test_stream_service_subjects_are_pinned() -> None:
     spec = _spec()
     subjects = Subjects()
-    actual = [subjects.api_endpoint(op.token or spec.token, op.name) for op in spec.ops]
+    actual = [
+        (subjects.internal_endpoint if op.internal else subjects.api_endpoint)(op.token or spec.token, op.name)
+        for op in spec.ops
+    ]
     assert actual == PINNED_SUBJECTS
 
 
 def test_stream_service_ops_are_pinned() -> None:
     spec = _spec()
     actual = {
-        (op.token or spec.token, op.name): (op.request.__name__, op.response.__name__, op.scope) for op in spec.ops
+        (op.token or spec.token, op.name): (op.request.__name__, op.response.__name__, op.scope)
+        for op in spec.ops
+        if not op.internal
     }
     assert actual == PINNED_OPS
 
 
 def test_op_names_are_unique_per_token() -> None:
     spec = _spec()
-    keys = [(op.token or spec.token, op.name) for op in spec.ops]
+    keys = [(op.internal, op.token or spec.token, op.name) for op in spec.ops]
     assert len(keys) == len(set(keys))
 
 
