@@ -528,8 +528,32 @@ def control_allowed(nc: Any, headers: Mapping[str, str] | None) -> bool:
     return cap is not None and authz.credential.is_service_token(token, cap)
 
 
-async def _shared_key(nc: Any, bucket: str) -> bytes:
-    """The services' key from the KV bucket ``bucket``, made by the first process to start."""
+async def _shared_key(nc: Any, bucket: str, within: float = 60.0) -> bytes:
+    """The services' key from the KV bucket ``bucket``, made by the first process to start.
+
+    A process may start before JetStream is ready (a cluster still electing its meta leader
+    answers with a timeout or 503): keep asking, with backoff, for up to ``within`` seconds."""
+    import asyncio
+
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeoutError
+    from nats.js.errors import ServiceUnavailableError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    delay = 0.1
+    while True:
+        try:
+            return await _read_or_make_key(nc, bucket)
+        except (NatsTimeoutError, NoRespondersError, ServiceUnavailableError) as exc:
+            if loop.time() + delay > deadline:
+                raise
+            log.info("JetStream not ready for the services' key (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def _read_or_make_key(nc: Any, bucket: str) -> bytes:
     from nats.js.api import KeyValueConfig
     from nats.js.errors import KeyWrongLastSequenceError
 
