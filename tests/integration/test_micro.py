@@ -17,7 +17,8 @@ from tests.conftest import Wire
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 OPS = ["append", "read", "forward", "backward", "version", "exists", "list", "delete",
        "read_until", "read_range", "version_at"]  # fmt: skip
-SUBJECTS = {f"esdb.api.*.stream.{op}" for op in OPS} | {f"esdb.api.*.store.{op}" for op in ("create", "info", "reindex")}
+STORE_OPS = ["create", "info", "reindex"]
+SUBJECTS = {f"esdb.api.*.stream.{op}" for op in OPS} | {f"esdb.api.*.store.{op}" for op in STORE_OPS}
 # services-only writes of $-streams (docs/adr/0016-reserved-streams-and-quotas.md)
 SUBJECTS |= {"esdb.internal.*.stream.append", "esdb.internal.*.stream.delete", "esdb.internal.*.store.create"}
 

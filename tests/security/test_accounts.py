@@ -37,6 +37,7 @@ from shared.natsserver import NatsServer, find_nats_server
 from shared.probe import probe
 from shared.runner import SERVICES, Running, start_services
 from shared.settings import Settings
+from tests.security.conftest import own_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORDS = {u: accounts.new_password() for u in accounts.users()}
@@ -46,12 +47,8 @@ CARD = "4111 1111 1111 1111"
 @pytest.fixture(scope="module")
 def server() -> Iterator[NatsServer]:
     env = {accounts.password_env(u): pw for u, pw in PASSWORDS.items()}
-    srv = NatsServer(name="accounts", extra_config=accounts.render(), env=env)
-    try:
-        srv.start()
+    with own_server("accounts", extra_config=accounts.render(), env=env) as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,9 @@ from shared.capability import Identity
 from shared.client import GaterClient
 from shared.errors import GatewayError, UnauthorizedError
 from shared.natsserver import NatsServer
-from shared.runner import SERVICES, Running, start_services
+from shared.runner import Running
 from shared.settings import SecuritySettings, Settings
+from tests.security.conftest import connection, own_server, own_services
 
 REALM = "sec"
 ROOT = Identity.generate()  # the trusted issuer
@@ -48,12 +49,8 @@ def res(kind: str, name: str = "", store: str = STORE) -> str:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[NatsServer]:
-    srv = NatsServer(name="caps")
-    try:
-        srv.start()
+    with own_server("caps") as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -63,20 +60,14 @@ async def running(server: NatsServer) -> AsyncIterator[Running]:
         auto_create_stores=True,
         security=SecuritySettings(capability_mode="required", trusted_issuers=[ROOT.did], realm=REALM),
     )
-    r = await start_services(list(SERVICES), settings)
-    try:
+    async with own_services(settings) as r:
         yield r
-    finally:
-        await r.stop()
 
 
 @pytest.fixture
 async def conn(server: NatsServer, running: Running) -> AsyncIterator[Client]:
-    nc = await nats.connect(server.url)
-    try:
+    async with connection(server.url) as nc:
         yield nc
-    finally:
-        await nc.drain()
 
 
 def client(nc: Client, tok: str | None = None) -> GaterClient:

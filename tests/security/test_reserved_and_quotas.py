@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import msgpack
-import nats
 import pytest
 from nats.aio.client import Client
 
@@ -32,10 +31,11 @@ from shared.authz import service_headers
 from shared.client import GaterClient
 from shared.errors import AlreadyExistsError, QuotaExceededError
 from shared.natsserver import NatsServer
-from shared.runner import SERVICES, Running, start_services
+from shared.runner import Running
 from shared.settings import QuotaSettings, Settings
 from shared.upcasting import SchemaRegistry
 from tests.conftest import Wire
+from tests.security.conftest import connection, own_server, own_services
 
 AUTO_CREATED = 12
 IDLE_S = 1.0
@@ -51,31 +51,21 @@ QUOTAS = QuotaSettings(
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[NatsServer]:
-    srv = NatsServer(name="quotas")
-    try:
-        srv.start()
+    with own_server("quotas") as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 @pytest.fixture(scope="module")
 async def running(server: NatsServer) -> AsyncIterator[Running]:
     settings = Settings(nats_url=server.url, auto_create_stores=True, lease_ttl_s=1.0, quotas=QUOTAS)
-    r = await start_services(list(SERVICES), settings)
-    try:
+    async with own_services(settings) as r:
         yield r
-    finally:
-        await r.stop()
 
 
 @pytest.fixture
 async def conn(running: Running, server: NatsServer) -> AsyncIterator[Client]:
-    nc = await nats.connect(server.url)
-    try:
+    async with connection(server.url) as nc:
         yield nc
-    finally:
-        await nc.drain()
 
 
 @pytest.fixture
