@@ -134,6 +134,7 @@ SERVICE_PERMISSIONS: dict[str, dict[str, list[str]]] = {
             "{p}.dlq.>",
             "$KV.{p}-subscriptions.>",
             "{p}.api.*.store.>",
+            "{p}.api.*.subscription.ctl.>",  # ack/replay_parked forwarded to the delivering instance
             "{p}.internal.*.store.create",
             *_JS_READ,
             *_JS_CREATE,

@@ -265,6 +265,17 @@ async def test_subscription_deliveries_reach_their_tenant_only(tenants: dict[str
     # the native ack goes back through demo's service import to the subscription service
     assert msg.reply and msg.reply.startswith("esdb.api.demo.subscription.ctl.")
     await msg.respond(b"")
+    # the request ops that the subscription service forwards to the delivering instance over its
+    # control subjects (ack by request, replay_parked) work across the accounts too
+    await demo.call("esdb.api.demo.stream.append", _append("sub-1", 0, {"n": 2}))
+    second = await asyncio.wait_for(got.get(), 10)
+    assert json.loads(second.data)["data"] == {"n": 2}
+    acked = await demo.call(
+        "esdb.api.demo.subscription.ack", {"stream_id": "sub-1", "subscription_name": "s1", "event_number": 1}
+    )
+    assert "error" not in acked, acked
+    replayed = await demo.call("esdb.api.demo.subscription.replay_parked", {"name": "s1"})
+    assert "error" not in replayed, replayed
     # targets outside the store's deliver.<store>. space are refused (security.target_allow):
     # another tenant's delivery space, the services' own inboxes, any other subject
     for subscriber in ("deliver.orders.x", "_INBOX.stream.x", "payments.execute"):
