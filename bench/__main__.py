@@ -91,8 +91,8 @@ def _has_uvloop() -> bool:
     return True
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
+def parse_args(argv: list[str], prog: str = "python -m bench") -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="2 s per row instead of 5 (the whole run takes about a minute)")
     p.add_argument("--storage", choices=["file", "memory"], default="file", help="JetStream storage (default file)")
     p.add_argument(
@@ -709,11 +709,8 @@ def _machine() -> str:
     return f"{cores} cores{' (' + model + ')' if model else ''}, {platform.system()} {platform.release()}"
 
 
-def _command(argv: list[str]) -> str:
-    prog = sys.argv[0] if sys.argv else ""
-    via_cli = Path(prog).name == "gater" or prog.replace("\\", "/").endswith("shared/cli.py")
-    base = "gater bench" if via_cli else "python -m bench"
-    return " ".join([base, *argv])
+def _command(argv: list[str], prog: str) -> str:
+    return " ".join([prog, *argv])
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -732,9 +729,11 @@ def _wait_quiet(limit: float) -> float:
     return load
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
+    """``prog``: how the benchmark was invoked (``gater bench`` passes its own name), for the
+    usage line and the report's command line."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         load = _wait_quiet(args.wait_quiet)
@@ -743,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     report = Report(
         meta={
-            "command": _command(argv),
+            "command": _command(argv, prog),
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": _machine(),
             "commit": _commit(),

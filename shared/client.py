@@ -16,6 +16,7 @@ import base64
 import contextlib
 import copy
 import hashlib
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -53,14 +54,14 @@ from shared.models.stream import (
     is_json_content_type,
 )
 from shared.models.subscription import SubscriptionInfo
-from shared.retry import RetryConfig, with_retry
+from shared.retry import RetryConfig, default_config, with_retry
 from shared.subjects import Subjects
-from shared.telemetry import client_span, inject_context
+from shared.telemetry import WORKER_LOOKUP, client_span, emit, inject_context, watch_connection
 
-__all__ = ["ChannelDelivery", "ChannelSubscription", "Deliveries", "Delivery", "GaterClient", "RetryConfig"]
+__all__ = ["ChannelDelivery", "ChannelSubscription", "Deliveries", "Delivery", "GaterClient", "RetryConfig", "Worker"]
 
 T = TypeVar("T")
-_DEFAULT_RETRY = RetryConfig()
+_DEFAULT_RETRY = RetryConfig()  # a marker: "the retry settings" (shared.retry.default_config)
 
 Event = dict[str, Any]
 
@@ -77,19 +78,22 @@ class GaterClient:
         token: str | None = None,
     ) -> None:
         """``retry``: retriable errors (timeout, unavailable, rate_limited) are retried with
-        backoff (SPEC.md §10); ``None`` turns that off. ``token``: a capability token sent as
-        ``Authorization: Bearer <token>`` with every request (docs/security.md)."""
+        backoff (SPEC.md §10); by default as the ``retry`` settings say (``ESDB_GATER_RETRY__*``:
+        10 retries, 100 ms, 30 000 ms; docs/telemetry.md), ``None`` turns that off. ``token``: a
+        capability token sent as ``Authorization: Bearer <token>`` with every request
+        (docs/security.md)."""
         self.nc = nc
         self.token = token
         self.subjects = Subjects(prefix)
         self.codec: Codec = MSGPACK if codec == "msgpack" else JSON
         self.timeout = timeout
-        self.retry = retry
+        self.retry = default_config() if retry is _DEFAULT_RETRY else retry
         self._owns_connection = False
 
     @classmethod
     async def connect(cls, url: str = "nats://127.0.0.1:4222", **kwargs: Any) -> GaterClient:
         nc = await jetstream.connect(url)
+        watch_connection(nc, "client")  # cluster.node.up/down (docs/telemetry.md)
         client = cls(nc, **kwargs)
         client._owns_connection = True
         return client
@@ -644,6 +648,42 @@ class GaterClient:
         reply = await self.request(store, "causation", "graph", {"id": id, "format": format})
         return GraphResponse.model_validate(reply)
 
+    # --- discovery: the seed's get_workers -------------------------------------------------------------
+    async def get_workers(self, service: str | None = None, *, window_s: float = 0.3) -> list[Worker]:
+        """The service instances that answer ADR-32 ``$SRV.PING`` (``service``: an ADR-32 name
+        such as ``esdb-stream``; None: every service) within ``window_s`` seconds. Emits
+        ``esdb_gater.worker.lookup`` (docs/telemetry.md). Requests never need this: NATS routes
+        them to any instance of the queue group."""
+        started = time.perf_counter_ns()
+        inbox = self.nc.new_inbox()
+        found: dict[str, Worker] = {}
+
+        async def on_reply(msg: Msg) -> None:
+            try:
+                body = JSON.decode(msg.data)
+            except GatewayError:
+                return
+            if isinstance(body, dict) and isinstance(body.get("name"), str) and isinstance(body.get("id"), str):
+                meta = body.get("metadata")
+                found[body["id"]] = Worker(
+                    body["name"], body["id"], str(body.get("version", "")), dict(meta) if isinstance(meta, dict) else {}
+                )
+
+        sub = await self.nc.subscribe(inbox, cb=on_reply)
+        try:
+            await self.nc.publish(self.subjects.srv_ping(service), b"", reply=inbox)
+            await self.nc.flush(timeout=2)
+            await asyncio.sleep(window_s)
+        finally:
+            await sub.unsubscribe()
+        workers = sorted(found.values(), key=lambda w: (w.name, w.id))
+        emit(
+            WORKER_LOOKUP,
+            {"duration": (time.perf_counter_ns() - started) // 1000, "instance_count": len(workers)},
+            {"service": service or "*"},
+        )
+        return workers
+
     # --- health and memory (seed names; docs/api/health.md) ------------------------------------------
     async def health(self) -> HealthReport:
         """``healthy | degraded | unhealthy`` with the reason and every check."""
@@ -659,6 +699,16 @@ class GaterClient:
     async def get_memory_stats(self, store: str) -> MemoryStatsResponse:
         """``{used, total, level}`` (and ratio, thresholds, source)."""
         return MemoryStatsResponse.model_validate(await self.request(store, "memory", "stats", {}))
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One service instance as ``$SRV.PING`` describes it (ADR-32)."""
+
+    name: str
+    id: str
+    version: str
+    metadata: dict[str, str]
 
 
 @dataclass

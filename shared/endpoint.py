@@ -44,7 +44,17 @@ from shared.errors import (
 )
 from shared.models.common import Response
 from shared.subjects import STORE_RE, Subjects
-from shared.telemetry import extract_context, instruments, tracer
+from shared.telemetry import (
+    REQUEST_ERROR,
+    REQUEST_START,
+    REQUEST_STOP,
+    emit,
+    extract_context,
+    instruments,
+    system_time_ms,
+    tracer,
+)
+from shared.telemetry import active as telemetry_active
 
 __all__ = [
     "DEFAULT_REPLY_PREFIXES",
@@ -54,6 +64,7 @@ __all__ = [
     "drop_reply",
     "own_inbox",
     "reply_allowed",
+    "schema_metadata",
     "start_service",
     "validation_details",
 ]
@@ -243,9 +254,14 @@ class _Dispatcher(Generic[CtxT]):
         self.sem.release()
 
     async def _serve(self, msg: Msg, store: str, span: trace.Span | None) -> GatewayError | None:
-        """Decode, validate, call the handler, reply; returns the error that was answered."""
+        """Decode, validate, call the handler, reply; returns the error that was answered.
+        Emits request start and stop/error (docs/telemetry.md) when anything listens."""
         codec: Codec = JSON
         err: GatewayError | None = None
+        observed = telemetry_active()
+        if observed:
+            started = time.perf_counter_ns()
+            emit(REQUEST_START, {"system_time": system_time_ms()}, self._meta(store))
         try:
             codec = codec_for(msg.headers)
             if self.op.scope == "global":
@@ -294,7 +310,16 @@ class _Dispatcher(Generic[CtxT]):
                 await _send_error(msg, codec, err)
             except Exception:  # connection closing: nothing more we can do
                 log.warning("could not send error reply for %s", self.span_name)
+        if observed:
+            took = {"duration": (time.perf_counter_ns() - started) // 1000, "system_time": system_time_ms()}
+            if err is None:
+                emit(REQUEST_STOP, took, {**self._meta(store), "result": "success"})
+            else:
+                emit(REQUEST_ERROR, took, {**self._meta(store), "code": err.code.value, "reason": err.code.value})
         return err
+
+    def _meta(self, store: str) -> dict[str, Any]:
+        return {"service": self.spec.name, "op": self.span_name, "store_id": store, "request_type": self.op.name}
 
     async def _handle(self, msg: Msg) -> None:
         if not msg.reply:
@@ -325,6 +350,20 @@ class _Dispatcher(Generic[CtxT]):
         if err is not None:
             inst.errors.add(1, {**attrs, "code": err.code.value})
         _record(self.endpoint, elapsed, err)
+
+
+# where an endpoint's schemas are, relative to the repository root (tools/gen_schemas.py writes
+# them; docs/api/asyncapi.json ties them to the subjects); shown in $SRV.INFO endpoint metadata
+SCHEMA_DIR: Final = "docs/api/schemas"
+
+
+def schema_metadata(token: str, op: str) -> dict[str, str]:
+    """The ``$SRV.INFO`` metadata that points at an endpoint's request, reply and error schemas."""
+    return {
+        "request_schema": f"{SCHEMA_DIR}/{token}.{op}.request.json",
+        "response_schema": f"{SCHEMA_DIR}/{token}.{op}.reply.json",
+        "error_schema": f"{SCHEMA_DIR}/error.json",
+    }
 
 
 def _guard_discovery(svc: Service, prefixes: Sequence[str]) -> None:
@@ -385,7 +424,7 @@ async def start_service(
             name=("internal_" if op.internal else "") + (op.name if token == spec.token else f"{token}_{op.name}"),
             subject=subject,
             handler=dispatcher,
-            metadata={"description": op.description or op.name},
+            metadata={"description": op.description or op.name, **schema_metadata(token, op.name)},
         )
         dispatcher.endpoint = svc._endpoints[-1]
     return RunningService(svc, tasks)

@@ -4,14 +4,22 @@ Used by ``gater up`` (the embedded default) and by the test harness. The server 
 loopback, gets ``max_payload: 8MB`` (NATS's recommended ceiling; snapshots of several MiB are
 normal) and JetStream under a data folder. Port 0 picks a free port; the real port is read from
 the server's log line ``Listening for client connections on``.
+
+``gater up`` checks before it starts one (ADR 0018): ``lock_data_dir`` (one ``gater up`` per data
+folder, an ``flock`` held for the process's life) and ``port_in_use``. When the server still
+fails to start, ``NatsServerError`` carries the cause in one line (``cause``), not the log.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,11 +27,100 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["NatsCluster", "NatsServer", "find_nats_server", "free_port"]
+__all__ = [
+    "DataDirInUseError",
+    "DataDirLock",
+    "NatsCluster",
+    "NatsServer",
+    "NatsServerError",
+    "find_nats_server",
+    "free_port",
+    "lock_data_dir",
+    "port_in_use",
+]
 
 _LISTEN_RE = re.compile(rb"Listening for client connections on ([0-9.]+):(\d+)")
 _READY_RE = re.compile(rb"Server is ready")
 _CLUSTER_RE = re.compile(rb"Listening for route connections on ([0-9.]+):(\d+)")
+_FATAL_RE = re.compile(rb"\[(FTL|ERR)\]\s*(.*)")
+
+LOCK_FILE = ".lock"
+
+
+class NatsServerError(RuntimeError):
+    """The nats-server did not start. ``cause``: its first fatal/error log line (one line);
+    ``str()`` adds the last log lines."""
+
+    def __init__(self, cause: str, log_tail: str) -> None:
+        super().__init__(f"nats-server did not start: {cause}\n{log_tail}")
+        self.cause = cause
+
+
+class DataDirInUseError(Exception):
+    """Another process holds the data folder's lock; ``pid`` is what it wrote there (or None)."""
+
+    def __init__(self, data_dir: Path, pid: int | None) -> None:
+        super().__init__(f"{data_dir} is in use by another gater up (pid {pid if pid is not None else '?'})")
+        self.data_dir = data_dir
+        self.pid = pid
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``<data_dir>/.lock``, with this process's pid in the file.
+    The kernel drops it when the process ends, however it ends: a stale file never blocks."""
+
+    def __init__(self, data_dir: Path, fd: int) -> None:
+        self.data_dir = data_dir
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> DataDirLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_data_dir(data_dir: str | Path) -> DataDirLock:
+    """Take the data folder's lock (creating the folder) or raise ``DataDirInUseError`` at once."""
+    path = Path(data_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        pid: int | None = None
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((path / LOCK_FILE).read_text().split()[0])
+        raise DataDirInUseError(path, pid) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return DataDirLock(path, fd)
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a listener already holds ``host:port`` (a bind test with SO_REUSEADDR, as
+    nats-server binds: a port in TIME_WAIT is free, one with a listener is not)."""
+    if port == 0:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            raise
+    return False
 
 
 def find_nats_server() -> str:
@@ -70,6 +167,7 @@ class NatsServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: list[bytes] = []
         self._ready = threading.Event()
+        self._exited = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
@@ -112,6 +210,7 @@ class NatsServer:
         conf = self.data_dir / f"{self.name}.conf"
         conf.write_text(self.config_text())
         self._ready.clear()
+        self._exited.clear()
         self.log = []
         self.proc = subprocess.Popen(
             [find_nats_server(), "-c", str(conf)],
@@ -124,10 +223,24 @@ class NatsServer:
         )
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise RuntimeError("nats-server did not start:\n" + b"".join(self.log[-30:]).decode(errors="replace"))
+        deadline = time.monotonic() + timeout
+        # until ready, or the server exits (a fatal error), or the timeout
+        while not self._ready.wait(0.05):
+            if self._exited.is_set() or time.monotonic() >= deadline:
+                tail = b"".join(self.log[-30:]).decode(errors="replace")
+                cause = self._cause() or ("exited" if self._exited.is_set() else f"not ready within {timeout:g} s")
+                self.stop()
+                raise NatsServerError(cause, tail)
         return self
+
+    def _cause(self) -> str | None:
+        """The first fatal log line, else the first error line."""
+        found: dict[bytes, str] = {}
+        for line in self.log:
+            m = _FATAL_RE.search(line)
+            if m:
+                found.setdefault(m.group(1), m.group(2).decode(errors="replace").strip())
+        return found.get(b"FTL") or found.get(b"ERR")
 
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -140,6 +253,7 @@ class NatsServer:
                 self.port = int(m.group(2))
             if _READY_RE.search(line):
                 self._ready.set()
+        self._exited.set()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if self.proc is None:
@@ -157,6 +271,13 @@ class NatsServer:
         if self.proc.stderr is not None:
             self.proc.stderr.close()
         self.proc = None
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting (the server shuts down on its own): for a process about to exit."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         """kill -9: for fault tests."""
@@ -180,8 +301,6 @@ class NatsServer:
 
 
 def wait_port_free(port: int, timeout: float = 5.0) -> None:
-    import socket
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -191,8 +310,6 @@ def wait_port_free(port: int, timeout: float = 5.0) -> None:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -7,23 +7,29 @@ error (``wrong_expected_version``, ``stream_not_found``, ``not_found``, …) ret
 When the retries run out, ``RetriesExhaustedError`` carries the last error.
 
 Every retry and every give-up is observable: ``shared.telemetry.emit`` calls the in-process
-handlers attached with ``attach`` and counts them in OpenTelemetry metrics.
+handlers attached with ``attach`` and counts them in OpenTelemetry metrics (docs/telemetry.md).
+
+``default_config()`` is the policy ``GaterClient`` uses unless given one: the ``retry`` settings
+(``ESDB_GATER_RETRY__MAX_ATTEMPTS`` …, the seed's key names). ``max_attempts`` there is
+``RetryConfig.max_retries``: the number of retries after the first call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from shared.errors import GatewayError, RetriesExhaustedError
-from shared.telemetry import emit
+from shared.telemetry import RETRY_ATTEMPT, RETRY_EXHAUSTED, emit
 
-__all__ = ["RetryConfig", "calculate_delay", "new_config", "with_retry"]
+__all__ = ["RetryConfig", "calculate_delay", "default_config", "new_config", "with_retry"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +37,29 @@ class RetryConfig:
     base_delay_ms: int = 100
     max_delay_ms: int = 30_000
     max_retries: int = 10
+
+    @property
+    def max_attempts(self) -> int:
+        """The seed's name for ``max_retries`` (settings key ``retry.max_attempts``)."""
+        return self.max_retries
+
+
+def default_config() -> RetryConfig:
+    """The seed's ``default_config()``: the ``retry`` settings (environment ``ESDB_GATER_RETRY__*``
+    and the ``ESDB_GATER_CONFIG`` file), read now."""
+    from pydantic import ValidationError
+
+    from shared.settings import Settings
+
+    try:
+        r = Settings().retry
+    except ValidationError as exc:
+        if any(e["loc"] and e["loc"][0] == "retry" for e in exc.errors()):
+            raise
+        # a service setting a client does not use is invalid: that must not break the client
+        log.warning("invalid settings (%d errors, none in retry.*): the client uses retry defaults", exc.error_count())
+        return RetryConfig()
+    return RetryConfig(base_delay_ms=r.base_delay_ms, max_delay_ms=r.max_delay_ms, max_retries=r.max_attempts)
 
 
 def new_config(base_delay_ms: int, max_delay_ms: int, max_retries: int) -> RetryConfig:
@@ -64,7 +93,7 @@ async def with_retry(
                 raise
             if attempt >= cfg.max_retries:
                 emit(
-                    ("esdb_gater", "retry", "exhausted"),
+                    RETRY_EXHAUSTED,
                     {"total_attempts": attempt + 1},
                     {"store_id": store, "op": op, "reason": exc.code.value},
                 )
@@ -76,7 +105,7 @@ async def with_retry(
             delay = calculate_delay(attempt, cfg)
             attempt += 1
             emit(
-                ("esdb_gater", "retry", "attempt"),
+                RETRY_ATTEMPT,
                 {"delay_ms": delay, "attempt": attempt},
                 {"store_id": store, "op": op, "reason": exc.code.value},
             )

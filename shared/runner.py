@@ -2,17 +2,25 @@
 
 ``run_services`` is what ``gater up`` and ``gater serve`` call. Each service package has a
 ``service.build(nc, settings)`` returning its ServiceSpec and the resources to stop on exit.
+
+The first connection is bounded (``connect_timeout``: ``ConnectError`` when no server answers in
+time, with the last cause in one line); once connected, a lost connection is retried for ever.
+Signals (``StopSignals``): the first SIGINT/SIGTERM stops taking requests and drains within
+``drain_timeout``; a second one exits at once. ADR 0018.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,11 +32,60 @@ from shared.authz import open_authz
 from shared.endpoint import RunningService, start_service
 from shared.settings import Settings
 from shared.subjects import Subjects
-from shared.telemetry import setup_telemetry, shutdown_telemetry
+from shared.telemetry import (
+    WORKER_REGISTERED,
+    WORKER_UNREGISTERED,
+    attach_handlers,
+    emit,
+    setup_telemetry,
+    shutdown_telemetry,
+    system_time_ms,
+    watch_connection,
+)
 
-__all__ = ["SERVICES", "connect", "main_for", "run", "run_services", "start_services"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_DRAIN_TIMEOUT_S",
+    "EXIT_INTERRUPTED",
+    "EXIT_UNREACHABLE",
+    "SERVICES",
+    "ConnectError",
+    "StopSignals",
+    "connect",
+    "main_for",
+    "run",
+    "run_services",
+    "run_until_signal",
+    "start_services",
+]
 
 log = logging.getLogger("esdb.runner")
+
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
+EXIT_UNREACHABLE = 3  # NATS did not answer within the connect timeout
+EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped without draining (128 + SIGINT)
+
+
+class ConnectError(Exception):
+    """No NATS server of ``url`` could be reached within the connect timeout; ``str()`` is one
+    line naming the URL, the timeout and the last cause."""
+
+    def __init__(self, url: str, timeout: float, cause: BaseException | None) -> None:
+        why = _one_line(cause) if cause is not None else "no answer"
+        super().__init__(f"cannot reach NATS at {url} within {timeout:g} s ({why})")
+        self.url = url
+        self.timeout = timeout
+        self.cause = cause
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timed out"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _discover() -> dict[str, str]:
@@ -43,20 +100,80 @@ def _discover() -> dict[str, str]:
 SERVICES: dict[str, str] = _discover()
 
 
-async def connect(url: str, name: str, user: str | None = None, password: str | None = None) -> Client:
+async def connect(
+    url: str,
+    name: str,
+    user: str | None = None,
+    password: str | None = None,
+    connect_timeout: float | None = None,
+) -> Client:
     """``user``: connect as that NATS user, with the inbox prefix ``_INBOX.<user>`` (the secure
-    accounts layout lets each service user subscribe to its own inboxes only; ADR 0014)."""
+    accounts layout lets each service user subscribe to its own inboxes only; ADR 0014).
+
+    ``connect_timeout``: give up on the first connection after that many seconds with ``ConnectError``
+    (None: keep trying). Failed attempts are logged as one line at DEBUG before the first
+    connection and at WARNING after it, never as tracebacks; reconnects stay unbounded."""
     auth: dict[str, Any] = {}
     if user:
         auth = {"user": user, "password": password or "", "inbox_prefix": f"_INBOX.{user}"}
-    return await jetstream.connect(
-        url,
+    connected = False
+    last: list[BaseException] = []
+    warned: dict[str, float] = {}  # message → when it was last logged at WARNING
+
+    async def on_error(exc: Exception) -> None:
+        last[:] = [exc]
+        text = _one_line(exc)
+        if not connected:
+            log.debug("connecting to NATS at %s: %s", url, text)
+            return
+        # while a server is down, nats-py retries 4 times a second: say each cause once a minute
+        now = time.monotonic()
+        if now - warned.get(text, -math.inf) >= 60.0:
+            warned[text] = now
+            log.warning("NATS connection (%s): %s; reconnecting", name, text)
+        else:
+            log.debug("NATS connection (%s): %s", name, text)
+
+    async def on_reconnected() -> None:
+        warned.clear()
+        log.warning(
+            "NATS connection (%s): reconnected to %s", name, nc.connected_url.netloc if nc.connected_url else url
+        )
+
+    options: dict[str, Any] = {"reconnect_time_wait": 0.25, "pending_size": 64 * 1024 * 1024}
+    if connect_timeout is not None:
+        # each attempt's own bound (TCP connect, INFO, CONNECT/PONG), within the overall one
+        options["connect_timeout"] = max(0.1, min(2.0, connect_timeout))
+    nc = jetstream.FastClient()
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    attempt = nc.connect(
+        servers=servers,
         name=name,
+        error_cb=on_error,
+        reconnected_cb=on_reconnected,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.25,
-        pending_size=64 * 1024 * 1024,
+        **options,
         **auth,
     )
+    try:
+        if connect_timeout is None:
+            await attempt
+        else:
+            await asyncio.wait_for(attempt, connect_timeout)
+    except TimeoutError:
+        await _abandon(nc)
+        raise ConnectError(url, connect_timeout or 0.0, last[0] if last else None) from None
+    except BaseException:
+        await _abandon(nc)
+        raise
+    connected = True
+    return nc
+
+
+async def _abandon(nc: Client) -> None:
+    """Close a client whose first connection never completed (no error if it is half-open)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), 2.0)
 
 
 class Running:
@@ -67,11 +184,22 @@ class Running:
         self.services = services
         self.resources = resources
 
+    def _stopper(self, svc: RunningService) -> Callable[[], Awaitable[None]]:
+        """Stop one service, then emit ``worker.unregistered`` (docs/telemetry.md)."""
+
+        async def stop() -> None:
+            try:
+                await svc.stop()
+            finally:
+                emit(WORKER_UNREGISTERED, {"system_time": system_time_ms()}, _worker_meta(self.nc, svc, "stopped"))
+
+        return stop
+
     async def stop(self, step_timeout: float = 15.0) -> None:
         """Each step is bounded: a stuck resource (say, a JetStream call on a connection that is
         reconnecting) must not keep a process from exiting; what did not stop in time is logged
         and the connection is closed instead of drained."""
-        steps: list[tuple[str, Any]] = [(f"service {s.service._name}", s.stop) for s in self.services]
+        steps: list[tuple[str, Any]] = [(f"service {s.service._name}", self._stopper(s)) for s in self.services]
         steps += [(type(r).__name__, r.stop) for r in self.resources]
         clean = True
         for what, stop in steps:
@@ -92,13 +220,48 @@ class Running:
             await self.nc.close()
 
 
-async def start_services(names: Sequence[str], settings: Settings, nc: Client | None = None) -> Running:
+async def start_services(
+    names: Sequence[str],
+    settings: Settings,
+    nc: Client | None = None,
+    connect_timeout: float | None = None,
+) -> Running:
+    """Connect (unless ``nc`` is given; ``connect_timeout`` bounds the first connection, see
+    ``connect``) and start ``names`` on that connection. A connection made here is closed when
+    starting fails or is cancelled."""
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
         raise SystemExit(f"unknown service(s): {', '.join(unknown)}; choose from {', '.join(SERVICES)}")
-    if nc is None:
-        password = settings.nats_password.get_secret_value() if settings.nats_password else None
-        nc = await connect(settings.nats_url, f"esdb-gater[{','.join(names)}]", settings.nats_user, password)
+    if nc is not None:
+        return await _start_on(nc, names, settings)
+    password = settings.nats_password.get_secret_value() if settings.nats_password else None
+    own = await connect(
+        settings.nats_url, f"esdb-gater[{','.join(names)}]", settings.nats_user, password, connect_timeout
+    )
+    try:
+        return await _start_on(own, names, settings)
+    except BaseException:
+        await _abandon(own)
+        raise
+
+
+def _worker_meta(nc: Client, svc: RunningService, reason: str | None = None) -> dict[str, Any]:
+    info = getattr(nc, "_server_info", None) or {}
+    meta: dict[str, Any] = {
+        "service": svc.service._name,
+        "instance_id": svc.service.id,
+        "version": svc.service._version,
+        "node": info.get("server_name") or "",
+        "pid": os.getpid(),
+    }
+    if reason is not None:
+        meta["reason"] = reason
+    return meta
+
+
+async def _start_on(nc: Client, names: Sequence[str], settings: Settings) -> Running:
+    attach_handlers(settings.telemetry_handlers)  # telemetry_handlers = ["default"]: log the catalogue
+    watch_connection(nc, "services")  # cluster.node.up/down (docs/telemetry.md)
     subjects = Subjects(settings.subject_prefix)
     # before any service is built: their calls to each other carry its credential
     authz = await open_authz(nc, settings.security, subjects.security_bucket())
@@ -120,14 +283,17 @@ async def start_services(names: Sequence[str], settings: Settings, nc: Client | 
             )
         )
         log.info("service %s started (%s)", spec.name, spec.version)
+        emit(WORKER_REGISTERED, {"system_time": system_time_ms()}, _worker_meta(nc, running[-1]))
     await nc.flush()
     return Running(nc, running, resources)
 
 
-def write_ready_file(path: str | Path, running: Running) -> None:
+def write_ready_file(path: str | Path, running: Running | Sequence[Running]) -> None:
     """``{"pid", "services": {ADR-32 name: instance id}}``: what ``python -m shared.probe
     --ready-file`` pings to tell whether *this* process answers (a container health check)."""
-    body = {"pid": os.getpid(), "services": {svc.service._name: svc.service.id for svc in running.services}}
+    every = [running] if isinstance(running, Running) else list(running)
+    services = {svc.service._name: svc.service.id for r in every for svc in r.services}
+    body = {"pid": os.getpid(), "services": services}
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(json.dumps(body) + "\n")
@@ -138,31 +304,119 @@ def remove_ready_file(path: str | Path) -> None:
     Path(path).unlink(missing_ok=True)
 
 
+class StopSignals:
+    """SIGINT and SIGTERM on the running loop: the first sets ``stop`` (drain, then exit); a
+    second exits the process at once with ``EXIT_INTERRUPTED``, after ``on_force_exit`` (say,
+    stopping an embedded nats-server that runs in its own session and would outlive us)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, on_force_exit: Callable[[], None] | None = None) -> None:
+        self.stop = asyncio.Event()
+        self.on_force_exit = on_force_exit
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def install(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for sig in self.SIGNALS:
+            self._loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def remove(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            for sig in self.SIGNALS:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_signal_handler(sig)
+        self._loop = None
+
+    def _on_signal(self, sig: int) -> None:
+        if not self.stop.is_set():
+            name = signal.Signals(sig).name
+            print(f"{name}: stopping, draining in-flight requests ({name} again exits at once)", file=sys.stderr)
+            self.stop.set()
+            return
+        force_exit(self.on_force_exit)
+
+
+def force_exit(on_force_exit: Callable[[], None] | None = None) -> None:
+    """Exit now, skipping every drain and ``finally`` (a second Ctrl-C)."""
+    print("stopping at once (second signal); in-flight requests are dropped", file=sys.stderr, flush=True)
+    if on_force_exit is not None:
+        with contextlib.suppress(Exception):
+            on_force_exit()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
+async def run_until_signal(
+    start: Callable[[], Awaitable[list[Running]]],
+    on_ready: Callable[[], None] | None = None,
+    ready_file: str | Path | None = None,
+    on_force_exit: Callable[[], None] | None = None,
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S,
+) -> None:
+    """``start()`` (connect and start services), then run until SIGINT/SIGTERM; then stop taking
+    requests, finish those in flight and drain, within ``drain_timeout`` (what is left then is
+    closed). A signal during ``start()`` cancels it. The signal handlers are in place from the
+    first line, so Ctrl-C works while connecting too; a second signal exits at once. Raises
+    ``ConnectError`` when the first connection is not made in time."""
+    setup_telemetry("esdb-gater")
+    signals = StopSignals(on_force_exit)
+    signals.install()
+    running: list[Running] = []
+    stopping = asyncio.ensure_future(signals.stop.wait())
+    try:
+        starting = asyncio.ensure_future(start())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(starting, 5.0)
+            return
+        running = starting.result()
+        if ready_file is not None:
+            write_ready_file(ready_file, running)
+        if on_ready:
+            on_ready()
+        await signals.stop.wait()
+    finally:
+        stopping.cancel()
+        if ready_file is not None:
+            remove_ready_file(ready_file)
+        if running:
+            try:
+                await asyncio.wait_for(_stop_all(running), drain_timeout)
+            except TimeoutError:
+                log.warning("draining took longer than %.0f s; closing the connections", drain_timeout)
+                for r in running:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(r.nc.close(), 2.0)
+        shutdown_telemetry()
+        signals.remove()
+
+
+async def _stop_all(running: list[Running]) -> None:
+    for r in reversed(running):
+        await r.stop()
+
+
 async def run_services(
     names: Sequence[str],
     settings: Settings,
     on_ready: Callable[[], None] | None = None,
     ready_file: str | Path | None = None,
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT_S,
+    on_force_exit: Callable[[], None] | None = None,
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S,
 ) -> None:
-    """Run until SIGINT/SIGTERM, then stop taking requests, finish those in flight, drain.
+    """``names`` on one connection, run until SIGINT/SIGTERM (see ``run_until_signal``).
     ``ready_file``: written once every service answers (see ``write_ready_file``), removed on
     the way out."""
-    setup_telemetry("esdb-gater")
-    running = await start_services(names, settings)
-    if ready_file is not None:
-        write_ready_file(ready_file, running)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if on_ready:
-        on_ready()
-    await stop.wait()
-    log.info("stopping: draining in-flight requests")
-    if ready_file is not None:
-        remove_ready_file(ready_file)
-    await running.stop()
-    shutdown_telemetry()
+
+    async def start() -> list[Running]:
+        return [await start_services(names, settings, connect_timeout=connect_timeout)]
+
+    await run_until_signal(start, on_ready, ready_file, on_force_exit, drain_timeout)
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
@@ -179,7 +433,11 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
 def main_for(name: str) -> None:
     """``python -m services.<name>``: run one service with settings from the environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("nats").setLevel(logging.WARNING)
     try:
         run(run_services([name], Settings()))
+    except ConnectError as exc:
+        print(f"services.{name}: {exc}", file=sys.stderr)
+        sys.exit(EXIT_UNREACHABLE)
     except KeyboardInterrupt:
         sys.exit(0)

@@ -8,13 +8,15 @@ never logged (``SecretStr``).
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -27,6 +29,7 @@ __all__ = [
     "ChannelsSettings",
     "MemorySettings",
     "QuotaSettings",
+    "RetrySettings",
     "SecuritySettings",
     "Settings",
     "StoreConfig",
@@ -99,10 +102,12 @@ class ChannelsSettings(BaseModel):
     capability_leeway_s: int = Field(default=5, ge=0, le=300)
     rate_limit_scope: Literal["cluster", "instance"] = "cluster"
     workers: int = Field(default=32, ge=1, le=1024, description="deliveries in progress at once per instance")
-    max_queue: int = Field(default=256, ge=1, description="queued publishes per instance that count as a full backlog")
+    max_queue: int = Field(
+        default=4096, ge=1, description="queued publishes per instance past which non-critical are shed (memory cap)"
+    )
     shed_at: dict[Priority, float] = Field(
         default_factory=_default_shed_at,
-        description="fraction of max_queue at which a priority is shed (critical never is)",
+        description="fraction of max_queue_wait_s the queue may lag before a priority is shed (critical never is)",
     )
     weights: dict[Priority, int] = Field(
         default_factory=_default_weights,
@@ -138,6 +143,20 @@ class QuotaSettings(BaseModel):
     forwardings_per_store: int = Field(default=1000, ge=0, description="channel subscribe-with-token forwardings")
     auto_created_stores: int = Field(default=100, ge=0, description="stores that auto_create_stores may make")
     idle_evict_s: float = Field(default=300, gt=0, description="per-store state in memory (watches, caches) kept idle")
+
+
+class RetrySettings(BaseModel):
+    """The client's default retry policy (shared/retry.py; the seed's ``retry`` keys): a
+    retriable error is tried again after ``min(base_delay_ms·2^n + jitter, max_delay_ms)``."""
+
+    max_attempts: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="retries after the first call (10: at most 11 calls); 0 = no retry",
+    )
+    base_delay_ms: int = Field(default=100, ge=1, description="delay before the first retry (plus jitter)")
+    max_delay_ms: int = Field(default=30_000, ge=1, description="cap on one delay")
 
 
 class SecuritySettings(BaseModel):
@@ -209,6 +228,21 @@ class Settings(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    telemetry_handlers: Annotated[list[Literal["default", "logger"]], NoDecode] = Field(
+        default_factory=list,
+        description='in-process telemetry handlers attached at start-up: "default" (or the seed\'s "logger") '
+        "logs each catalogue event as one line on the logger esdb.telemetry (docs/telemetry.md)",
+    )
+
+    @field_validator("telemetry_handlers", mode="before")
+    @classmethod
+    def _handlers(cls, v: object) -> object:
+        """``ESDB_GATER_TELEMETRY_HANDLERS=default`` (comma-separated) or a JSON list."""
+        if isinstance(v, str):
+            text = v.strip()
+            return json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        return v
 
     @field_validator("subject_prefix")
     @classmethod

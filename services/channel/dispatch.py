@@ -1,16 +1,19 @@
-"""Priorities that do something: separate queues, weighted draining, shedding (docs/adr/0007-channels.md).
+"""Priorities that do something: separate queues, weighted draining, shedding (docs/adr/0007-channels.md,
+docs/adr/0020-shedding-on-real-overload.md).
 
 Every accepted publish becomes a job in the queue of its channel's priority. ``workers`` tasks
 take jobs by weighted round robin (default critical 8 : high 4 : normal 2 : low 1), so when the
 service is behind, critical traffic goes first and low traffic still moves. Before a publish is
-queued, ``admit`` sheds it with ``unavailable`` (``details.reason``):
+queued, ``admit`` sheds it with ``unavailable`` (``details.reason``) only when the service is
+really behind, never because many publishes arrive at once:
 
 * ``memory_pressure``: memory level elevated sheds low; critical sheds low and normal;
-* ``overloaded``: the queued jobs reach ``shed_at[priority] * max_queue`` (defaults: low at 25%,
-  normal at 50%, high at 100%); critical is never shed, only queued.
+* ``overloaded``: the oldest job queued at this priority or a more important one has waited longer
+  than ``shed_at[priority] * max_wait_s`` (defaults: low 25%, normal 50%, high 100% of
+  ``max_queue_wait_s``), or ``max_queue`` jobs are queued (a hard cap that protects memory).
 
-A job that waited longer than ``max_wait_s`` is dropped with ``unavailable`` (``queue_timeout``):
-its publisher has most likely given up already.
+Critical is never shed, only queued. A job that waited longer than ``max_wait_s`` is dropped with
+``unavailable`` (``queue_timeout``): its publisher has most likely given up already.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from services.channel.policy import PRIORITIES, Priority
@@ -40,7 +43,7 @@ class _Job:
     work: Callable[[], Awaitable[Any]]
     fut: asyncio.Future[Any]
     priority: Priority
-    enqueued: float = field(default_factory=time.monotonic)
+    enqueued: float
 
 
 class Dispatcher:
@@ -53,6 +56,7 @@ class Dispatcher:
         weights: Mapping[Priority, int],
         max_wait_s: float,
         memory: MemoryMonitor | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.workers = workers
         self.max_queue = max_queue
@@ -60,6 +64,7 @@ class Dispatcher:
         self.weights = {p: max(1, int(weights.get(p, 1))) for p in PRIORITIES}
         self.max_wait_s = max_wait_s
         self.memory = memory
+        self.clock = clock  # a fake one in tests makes "the queue is behind" deterministic
         self._queues: dict[Priority, deque[_Job]] = {p: deque() for p in PRIORITIES}
         self._credit = dict(self.weights)
         self._available = asyncio.Semaphore(0)
@@ -78,6 +83,19 @@ class Dispatcher:
 
     def depth(self) -> dict[Priority, int]:
         return {p: len(q) for p, q in self._queues.items()}
+
+    def behind_s(self, priority: Priority) -> float:
+        """How long the oldest job queued at ``priority`` or a more important one has waited: the
+        wait a new job of ``priority`` is queued behind (0 when those queues are empty)."""
+        now = self.clock()
+        oldest = 0.0
+        for p in PRIORITIES:  # most important first
+            q = self._queues[p]
+            if q:
+                oldest = max(oldest, now - q[0].enqueued)
+            if p == priority:
+                break
+        return oldest
 
     def pause(self) -> None:
         """Stop starting jobs (they queue up); for maintenance and to build a backlog in tests."""
@@ -98,9 +116,11 @@ class Dispatcher:
                 f"{priority}-priority channel {channel!r} is shed under memory pressure ({level}); try again later",
                 details={"reason": "memory_pressure", "channel": channel, "priority": priority, "memory_level": level},
             )
-        frac = self.shed_at.get(priority)
         queued = self.queued()
-        if frac is not None and queued >= frac * self.max_queue:
+        behind = self.behind_s(priority)
+        frac = self.shed_at.get(priority)
+        stalled = frac is not None and behind > frac * self.max_wait_s
+        if stalled or queued >= self.max_queue:
             self.shed[priority] += 1
             raise UnavailableError(
                 f"the channel service is behind: {priority}-priority channel {channel!r} is shed until the "
@@ -111,6 +131,8 @@ class Dispatcher:
                     "priority": priority,
                     "queued": queued,
                     "max_queue": self.max_queue,
+                    "behind_s": round(behind, 3),
+                    "shed_after_s": round(frac * self.max_wait_s, 3) if frac is not None else None,
                 },
             )
 
@@ -118,7 +140,7 @@ class Dispatcher:
     async def submit(self, priority: Priority, work: Callable[[], Awaitable[T]]) -> T:
         """Queue ``work`` at ``priority`` and wait for its result (or its exception)."""
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queues[priority].append(_Job(work, fut, priority))
+        self._queues[priority].append(_Job(work, fut, priority, self.clock()))
         self._empty.clear()
         self._available.release()
         return await fut
@@ -147,7 +169,7 @@ class Dispatcher:
                 continue
             if job.fut.done():  # the publisher went away (cancelled)
                 continue
-            if time.monotonic() - job.enqueued > self.max_wait_s:
+            if self.clock() - job.enqueued > self.max_wait_s:
                 job.fut.set_exception(
                     UnavailableError(
                         "the publish waited too long in the channel service's queue; try again",

@@ -38,7 +38,8 @@ from shared.models.channel import ChannelMessage
 from shared.quotas import check_quota
 from shared.settings import ChannelsSettings
 from shared.subjects import Subjects
-from shared.telemetry import instruments
+from shared.telemetry import CHANNEL_BROADCAST, emit, instruments, system_time_ms
+from shared.telemetry import active as telemetry_active
 
 __all__ = ["ChannelStore", "Forward", "Prepared", "topic_matches"]
 
@@ -254,6 +255,7 @@ class ChannelStore:
             seq = ack.seq
             headers = {SEQ_HEADER: str(seq)}
         await self.nc.publish(self.subjects.channel(p.channel.name, p.topic), p.data, headers=headers)
+        forwarded = 0
         forwards = self._forwards.get(p.channel.name)
         if forwards:
             now = time.time()
@@ -263,6 +265,13 @@ class ChannelStore:
                     forwards.pop(f.id, None)
                 elif topic_matches(f.pattern, tokens):
                     await self.nc.publish(f.deliver_to, p.data, headers=headers)
+                    forwarded += 1
+        if telemetry_active():
+            # recipient_count: the forwardings this instance sent the message to; plain subscribers
+            # of the delivery subject are not counted (a NATS publish does not say who got it)
+            took = {"recipient_count": forwarded, "system_time": system_time_ms()}
+            meta = {"channel": p.channel.name, "topic": p.topic, "priority": p.channel.priority, "seq": seq}
+            emit(CHANNEL_BROADCAST, took, meta)
         return seq
 
     # --- history ----------------------------------------------------------------------------

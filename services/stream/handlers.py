@@ -137,6 +137,14 @@ async def version_at(req: VersionAtRequest, ctx: StreamCtx) -> VersionResponse:
 async def store_create(req: CreateStoreRequest, ctx: StreamCtx) -> StoreInfoResponse:
     base = ctx.events.configured(ctx.store)
     cfg = base.model_copy(update=req.model_dump(exclude_none=True))
+    if cfg.max_age_s and cfg.duplicate_window_s > cfg.max_age_s:
+        # JetStream refuses a duplicate window longer than the stream's max age
+        if req.duplicate_window_s is not None:
+            raise InvalidRequestError(
+                "duplicate_window_s must not exceed max_age_s",
+                details={"field": "duplicate_window_s", "reason": "exceeds max_age_s"},
+            )
+        cfg = cfg.model_copy(update={"duplicate_window_s": cfg.max_age_s})  # the default shrinks to fit
     _, created = await ctx.events.create_store(ctx.store, cfg)
     return await _store_info(ctx, created)
 

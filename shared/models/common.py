@@ -11,11 +11,20 @@ from shared.subjects import MAX_STREAM_ID_BYTES
 __all__ = ["OkResponse", "Request", "Response", "StreamId"]
 
 
+# Request models validate strictly (issue 14): a value must have the type the published JSON
+# Schema gives it (docs/api/schemas/), so ``"count": "10"``, ``"raw": 1`` or ``"max_age": "5"`` are
+# ``invalid_request`` instead of being coerced. An integer may stand for a float; nothing else is
+# converted. The wire has no types that strict mode would refuse by mistake: the codecs produce
+# lists, dicts, str, int, float, bool, None (and bytes in msgpack, where the model asks for bytes).
+# Nested models that are not Requests (schema.py's steps, SchemaDef, UpcastEvent) set strict too.
+
+
 class Request(BaseModel):
     """Base of request models: unknown fields are rejected, so a typo such as
-    ``expected_verison`` is an ``invalid_request`` instead of a silent default."""
+    ``expected_verison`` is an ``invalid_request`` instead of a silent default; values are
+    checked strictly against their type (see above)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 def _check_stream_id(value: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator
 
 from shared.models.common import Request, Response
 
@@ -72,7 +72,7 @@ Path = Annotated[
 
 
 class _Step(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 class RenameStep(_Step):
@@ -193,17 +193,22 @@ Step = Annotated[
 ]
 
 
+# JSON object keys are strings: the version keys of ``upcast_from`` ("1") are converted to int
+# even though the model is strict (the schema says: property names of digits).
+VersionKey = Annotated[int, Strict(False)]
+
+
 class SchemaDef(BaseModel):
     """One version of an event type's schema (the seed's schema map)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     version: SchemaVersion
     json_schema: dict[str, Any] | bool | None = Field(
         default=None, description="JSON Schema (draft 2020-12 unless $schema says otherwise) that data must match"
     )
     description: str | None = Field(default=None, max_length=4096)
-    upcast_from: dict[int, list[Step]] = Field(
+    upcast_from: dict[VersionKey, list[Step]] = Field(
         default_factory=dict,
         description="from_version -> the steps that turn an event of that version into the next one",
     )
@@ -277,7 +282,7 @@ class UpcastEvent(BaseModel):
     """An event to upcast: anything shaped like a recorded event. Only ``event_type``, ``data``
     and ``metadata.schema_version`` are read; every other field comes back unchanged."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     event_type: str = Field(min_length=1, max_length=256, validation_alias=AliasChoices("event_type", "type"))
     data: Any = None

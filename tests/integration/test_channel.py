@@ -490,32 +490,42 @@ async def test_priority_ordering_under_a_backlog(nats_url: str, nc: Client) -> N
 _PRIO = {"alerts": "critical", "events": "high", "system": "normal", "logging": "low"}
 
 
-async def test_overload_sheds_low_priority_first(nats_url: str, nc: Client) -> None:
-    async with instances(nats_url, max_queue=8) as (prefix, [running]):
+async def test_a_stalled_queue_sheds_low_priority_first(nats_url: str, nc: Client) -> None:
+    """Shedding follows how far behind the queue is (docs/adr/0020-shedding-on-real-overload.md):
+    the deliveries are stalled (paused workers) and a fake clock says how long the jobs waited."""
+    async with instances(nats_url) as (prefix, [running]):
         client = GaterClient(nc, prefix=prefix)
         dispatcher: Dispatcher = _part(running, Dispatcher)
+        offset = [0.0]
+        dispatcher.clock = lambda: time.monotonic() + offset[0]
         t = _topic()
         dispatcher.pause()
-        queued = [asyncio.create_task(client.publish("system", t, i)) for i in range(2)]
-        await _eventually(lambda: dispatcher.queued() == 2)
-        with pytest.raises(UnavailableError) as exc:  # low sheds at 25% of max_queue
+        queued = [asyncio.create_task(client.publish("system", t, i)) for i in range(20)]
+        await _eventually(lambda: dispatcher.queued() == 20)
+        assert dispatcher.shed["normal"] == 0  # a backlog alone sheds nothing
+        offset[0] = 2.0  # the normal jobs waited 2 s: low (1.25 s) is shed, normal (2.5 s) is not yet
+        with pytest.raises(UnavailableError) as exc:
             await client.publish("logging", t, "shed me")
         assert exc.value.details["reason"] == "overloaded" and exc.value.details["priority"] == "low"
+        assert exc.value.details["shed_after_s"] == 1.25 and exc.value.details["behind_s"] >= 2.0
         assert exc.value.retryable
         queued += [asyncio.create_task(client.publish("system", t, i)) for i in range(2)]
-        await _eventually(lambda: dispatcher.queued() == 4)
-        with pytest.raises(UnavailableError) as exc:  # normal at 50%
+        queued += [asyncio.create_task(client.publish("events", t, i)) for i in range(2)]  # high waits
+        await _eventually(lambda: dispatcher.queued() == 24)
+        offset[0] = 3.0  # 3 s > 2.5 s: normal is shed; high has waited nothing
+        with pytest.raises(UnavailableError) as exc:
             await client.publish("system", t, "shed me too")
         assert exc.value.details["priority"] == "normal"
-        queued += [asyncio.create_task(client.publish("events", t, i)) for i in range(4)]  # high waits
+        offset[0] = 60.0  # everything is far behind: high is shed; critical is never shed
+        with pytest.raises(UnavailableError):
+            await client.publish("health", t, "behind")
         queued.append(asyncio.create_task(client.publish("alerts", t, security.sign({"c": 1}, SECRET))))
-        await _eventually(lambda: dispatcher.queued() == 9)
-        with pytest.raises(UnavailableError):  # high at 100%; critical is never shed
-            await client.publish("health", t, "full")
+        await _eventually(lambda: dispatcher.queued() == 25)
+        offset[0] = 0.0  # the clock back: the jobs are young again and the stall ends
         dispatcher.resume()
         assert all(a.ok for a in await asyncio.wait_for(asyncio.gather(*queued), 10))
         assert (await client.publish("logging", t, "drained")).ok
-        assert dispatcher.shed["low"] == 1 and dispatcher.shed["critical"] == 0
+        assert dispatcher.shed["low"] == 1 and dispatcher.shed["normal"] == 1 and dispatcher.shed["critical"] == 0
 
 
 async def test_memory_pressure_sheds_low_then_normal(nats_url: str, nc: Client) -> None:

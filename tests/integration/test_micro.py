@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
@@ -14,6 +15,7 @@ from nats.aio.client import Client
 from shared.runner import Running
 from tests.conftest import Wire
 
+ROOT = Path(__file__).resolve().parents[2]
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 OPS = ["append", "read", "forward", "backward", "version", "exists", "list", "delete",
        "read_until", "read_range", "version_at"]  # fmt: skip
@@ -78,6 +80,12 @@ async def test_info_lists_every_endpoint_in_the_queue_group(services: Running, n
     for ep in endpoints:
         assert ep["queue_group"] == "esdb-stream", ep
         assert ep["metadata"]["description"], ep
+        # each endpoint points at its schemas, files of the repository (tools/gen_schemas.py)
+        token, op = ep["subject"].split(".")[-2:]
+        assert ep["metadata"]["request_schema"] == f"docs/api/schemas/{token}.{op}.request.json", ep
+        assert ep["metadata"]["response_schema"] == f"docs/api/schemas/{token}.{op}.reply.json", ep
+        for key in ("request_schema", "response_schema", "error_schema"):
+            assert (ROOT / ep["metadata"][key]).is_file(), ep
     names = {ep["subject"]: ep["name"] for ep in endpoints}
     assert names["esdb.api.*.stream.append"] == "append"
     assert names["esdb.api.*.store.create"] == "store_create"

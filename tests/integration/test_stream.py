@@ -709,6 +709,16 @@ async def test_store_create_rejects_bad_config(api: Api, store: str) -> None:
             await api.create_store(store, **bad)
 
 
+async def test_store_create_with_a_max_age_below_the_duplicate_window(api: Api, store: str) -> None:
+    """JetStream refuses a duplicate window longer than max age: the default window shrinks to
+    fit, an explicit one that does not fit is invalid_request (it used to be internal)."""
+    with pytest.raises(InvalidRequestError) as ei:
+        await api.create_store(store, max_age_s=5, duplicate_window_s=60)
+    assert ei.value.details["field"] == "duplicate_window_s"
+    info = await api.create_store(store, max_age_s=5)
+    assert (info["created"], info["max_age_s"], info["duplicate_window_s"]) == (True, 5, 5)
+
+
 # --- error replies on the wire --------------------------------------------------------------------
 
 

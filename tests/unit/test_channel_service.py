@@ -191,3 +191,83 @@ def test_shedding_rules() -> None:
         elevated.admit("low", "ch")
     elevated.admit("normal", "ch")
     assert crit.shed == {"critical": 0, "high": 0, "normal": 1, "low": 1}
+
+
+class _Clock:
+    """A fake monotonic clock: the queue is "behind" only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_burst_is_not_shed_but_a_stalled_queue_is() -> None:
+    clock = _Clock()
+    d = _dispatcher(clock=clock)  # max_wait 5 s: low sheds after 1.25 s, normal 2.5 s, high 5 s
+    d.pause()  # a stuck worker: nothing is delivered
+    await d.start()
+    gate = asyncio.Event()
+
+    async def work() -> int:
+        await gate.wait()
+        return 1
+
+    burst = []
+    for _ in range(90):  # a burst far past the old rule's threshold (low at 25 of max_queue 100)
+        d.admit("low", "ch")
+        burst.append(asyncio.ensure_future(d.submit("low", work)))
+    await asyncio.sleep(0)
+    assert d.queued() == 90 and d.shed["low"] == 0
+    clock.now += 1.0  # behind by 1 s: still under every threshold
+    d.admit("low", "ch")
+    clock.now += 0.5  # behind by 1.5 s > 1.25 s: low is shed, normal and high are not
+    with pytest.raises(UnavailableError) as exc:
+        d.admit("low", "ch")
+    assert exc.value.details["reason"] == "overloaded" and exc.value.details["priority"] == "low"
+    assert exc.value.details["behind_s"] == 1.5 and exc.value.details["shed_after_s"] == 1.25
+    d.admit("normal", "ch")
+    normal = asyncio.ensure_future(d.submit("normal", work))
+    await asyncio.sleep(0)
+    clock.now += 2.0  # the normal job waits 2 s: normal not yet, but the low backlog (3.5 s) is not its business
+    d.admit("normal", "ch")
+    clock.now += 0.6  # ... 2.6 s > 2.5 s: normal is shed; high has nothing queued ahead of it
+    with pytest.raises(UnavailableError):
+        d.admit("normal", "ch")
+    d.admit("high", "ch")
+    d.admit("critical", "ch")
+    clock.now += 100  # critical is never shed
+    d.admit("critical", "ch")
+    assert d.shed == {"critical": 0, "high": 0, "normal": 1, "low": 1}
+    clock.now -= 100 + 4.1  # back within max_wait: the backlog drains once the worker moves
+    gate.set()
+    d.resume()
+    assert sum(await asyncio.wait_for(asyncio.gather(*burst, normal), 10)) == 91
+    d.admit("low", "ch")  # drained: accepted again
+    await d.stop()
+
+
+def test_the_queue_length_cap_protects_memory() -> None:
+    d = _dispatcher(max_queue=3, clock=_Clock())
+    loop = asyncio.new_event_loop()
+    try:
+        for _ in range(3):
+            d._queues["normal"].append(_job(loop, d))
+        with pytest.raises(UnavailableError) as exc:
+            d.admit("low", "ch")  # nobody waited long, but the cap is reached
+        assert exc.value.details["queued"] == 3 and exc.value.details["max_queue"] == 3
+        with pytest.raises(UnavailableError):
+            d.admit("high", "ch")
+        d.admit("critical", "ch")
+    finally:
+        loop.close()
+
+
+def _job(loop: asyncio.AbstractEventLoop, d: Dispatcher) -> Any:
+    from services.channel.dispatch import _Job
+
+    async def work() -> None:
+        return None
+
+    return _Job(work, loop.create_future(), "normal", d.clock())
