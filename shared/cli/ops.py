@@ -693,6 +693,18 @@ def _source(source: dict[str, Any]) -> str:
 
 def links(
     store: Annotated[str, typer.Argument(help="store id")],
+    wait: Annotated[
+        str | None,
+        typer.Option(
+            "--wait",
+            metavar="NAME",
+            help="follow link NAME's backfill (link.info) until it has caught up: exit 0 once it is "
+            "running with lag 0, 1 if it is stopped, fails or does not exist, 2 after --wait-timeout",
+            show_default=False,
+        ),
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.05, help="seconds between two link.info polls of --wait")] = 0.5,
+    wait_timeout: Annotated[float, typer.Option(min=0.1, help="seconds --wait waits for the link to catch up")] = 600.0,
     as_json: Json = False,
     server: Server = DEFAULT_URL,
     user: User = None,
@@ -703,7 +715,11 @@ def links(
     connect_timeout: ConnectTimeout = 3.0,
     inbox_prefix: InboxPrefix = None,
 ) -> None:
-    """The store's links: status, progress (processed, filtered, last event) and lag (link.list)."""
+    """The store's links: status, progress (processed, filtered, last event) and lag (link.list).
+
+    With --wait NAME: poll link NAME (link.info) every --interval seconds with a progress bar of
+    its backfill on stderr (plain lines when stderr is not a terminal, none with --json) until it
+    is running with lag 0; then print it (a table, or its JSON with --json)."""
     conn = _conn(server, user, password, token, prefix, timeout, connect_timeout, inbox_prefix)
 
     async def run(nc: Client) -> int:
@@ -711,35 +727,106 @@ def links(
         if as_json:
             _json_line(reply)
             return 0
-        table = Table()
-        table.add_column("name", overflow="fold")
-        table.add_column("source", overflow="fold")
-        table.add_column("status", no_wrap=True)
-        table.add_column("active", no_wrap=True)
-        for col in ("processed", "filtered", "lag"):
-            table.add_column(col, justify="right", no_wrap=True)
-        table.add_column("last event", overflow="fold")
-        colours = {"running": "green", "stopped": "yellow", "error": "red"}
-        for link in reply["links"]:
-            last = link.get("last_event")
-            last_text = f"{last.get('stream_id')}@{last.get('version')} {_when_ms(last.get('at'))}" if last else "-"
-            status = str(link.get("status"))
-            if link.get("error"):
-                status += f" ({link['error']})"
-            table.add_row(
-                str(link["name"]),
-                _source(link.get("source") or {}),
-                f"[{colours.get(str(link.get('status')), 'white')}]{status}[/]",
-                _yes_no(link.get("active")),
-                str(link.get("events_processed", 0)),
-                str(link.get("events_filtered", 0)),
-                str(link.get("lag", 0)),
-                last_text,
-            )
-        _console().print(table)
+        _print_links(reply["links"])
         return 0
 
-    _run(conn, run)
+    async def run_wait(nc: Client) -> int:
+        assert wait is not None
+        return await _wait_link(nc, conn, store, wait, interval, wait_timeout, as_json)
+
+    _run(conn, run if wait is None else run_wait)
+
+
+def _print_links(links: list[dict[str, Any]]) -> None:
+    table = Table()
+    table.add_column("name", overflow="fold")
+    table.add_column("source", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("active", no_wrap=True)
+    for col in ("processed", "filtered", "lag"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("last event", overflow="fold")
+    colours = {"running": "green", "stopped": "yellow", "error": "red"}
+    for link in links:
+        last = link.get("last_event")
+        last_text = f"{last.get('stream_id')}@{last.get('version')} {_when_ms(last.get('at'))}" if last else "-"
+        status = str(link.get("status"))
+        if link.get("error"):
+            status += f" ({link['error']})"
+        table.add_row(
+            str(link["name"]),
+            _source(link.get("source") or {}),
+            f"[{colours.get(str(link.get('status')), 'white')}]{status}[/]",
+            _yes_no(link.get("active")),
+            str(link.get("events_processed", 0)),
+            str(link.get("events_filtered", 0)),
+            str(link.get("lag", 0)),
+            last_text,
+        )
+    _console().print(table)
+
+
+def _link_done(link: dict[str, Any]) -> int:
+    """Source events the link has dealt with (copied or left out by its filter)."""
+    return int(link.get("events_processed") or 0) + int(link.get("events_filtered") or 0)
+
+
+def _link_line(name: str, link: dict[str, Any]) -> str:
+    return (
+        f"link {name}: {link.get('status')}, {link.get('events_processed', 0)} copied, "
+        f"{link.get('events_filtered', 0)} filtered, lag {link.get('lag', 0)}"
+    )
+
+
+async def _wait_link(
+    nc: Client, conn: Conn, store: str, name: str, interval: float, limit: float, as_json: bool
+) -> int:
+    """``gater links STORE --wait NAME``: poll link.info until the link is running with lag 0
+    (0), stopped or in error (1, one line), or ``limit`` seconds passed (2, one line). The bar's
+    total is done + lag: lag counts source appends (every append of the store for a pattern or
+    ``all`` source), so the bar is an estimate that firms up as the backfill proceeds."""
+    err = _err_console()
+    terminal = err.is_terminal and sys.stderr.isatty()
+    lines = not as_json and not terminal  # plain progress lines for logs; nothing for scripts
+    deadline = time.monotonic() + limit
+    last_line = ""
+    last_at = -math.inf
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("lag {task.fields[lag]}"),
+    )
+    with Progress(*columns, console=err, transient=True, disable=not terminal) as progress:
+        task = progress.add_task(f"link {_preview(name, 30)}", total=None, lag="?")
+        while True:
+            link = await call(nc, conn, store, "link", "info", {"name": name})
+            status, lag, done = str(link.get("status")), int(link.get("lag") or 0), _link_done(link)
+            progress.update(task, completed=done, total=done + lag, lag=lag)
+            line = _link_line(name, link)
+            now = time.monotonic()
+            if lines and line != last_line and now - last_at >= 1.0:
+                print(line, file=sys.stderr, flush=True)
+                last_line, last_at = line, now
+            if status == "running" and lag == 0:
+                break
+            if status != "running" or now >= deadline:
+                break
+            await asyncio.sleep(min(interval, max(0.0, deadline - now)))
+    if as_json:
+        _json_line(link)
+    else:
+        if lines and line != last_line:
+            print(line, file=sys.stderr, flush=True)
+        _print_links([link])
+    if status == "running" and lag == 0:
+        return 0
+    if status == "error":
+        raise CliError(f"link '{name}' failed: {link.get('error') or 'no reason given'}")
+    if status != "running":
+        raise CliError(f"link '{name}' is {status}: start it with link.start to let it catch up")
+    raise CliError(f"link '{name}' still has lag {lag} after {limit:g}s", EXIT_TRANSPORT)
 
 
 # --- scavenge -------------------------------------------------------------------------------------

@@ -292,6 +292,37 @@ async def test_subscriptions_and_links_list_what_exists(nats_url: str, client: G
     assert table.code == 0 and "cli-link" in table.out and "stopped" in table.out and "order-*" in table.out, table
 
 
+async def test_links_wait_follows_a_backfill_until_it_has_caught_up(
+    nats_url: str, client: GaterClient, store: str
+) -> None:
+    for i in range(4):  # 300 events in 4 streams, stored before the link exists: a backfill
+        await client.append_events(
+            store, f"order-{i}", -1, [{"event_type": "OrderPlaced", "data": {"n": n}} for n in range(75)]
+        )
+    await client.create_link(store, {"name": "wait-link", "source": {"type": "stream_pattern", "pattern": "order-*"}})
+    stopped = await gater("links", store, "--wait", "wait-link", "--json", url=nats_url)  # created, not started
+    assert stopped.code == 1 and stopped.err.strip().splitlines() == [
+        "gater: link 'wait-link' is stopped: start it with link.start to let it catch up"
+    ], stopped
+    assert stopped.json()["status"] == "stopped", stopped
+    await client.start_link(store, "wait-link")
+    r = await gater("links", store, "--wait", "wait-link", "--interval", "0.1", "--json", url=nats_url)
+    assert (r.code, r.err) == (0, ""), r  # --json: no progress lines, only the final link.info
+    info = r.json()
+    assert info["name"] == "wait-link" and info["status"] == "running" and info["lag"] == 0, info
+    assert info["events_processed"] == 300, info
+    plain = await gater("links", store, "--wait", "wait-link", url=nats_url)  # stderr is a pipe: plain lines
+    assert plain.code == 0 and "wait-link" in plain.out and "running" in plain.out, plain
+    assert "link wait-link: running, 300 copied, 0 filtered, lag 0" in plain.err.splitlines(), plain
+
+
+async def test_links_wait_for_an_unknown_link_is_one_line_and_exit_1(nats_url: str, store: str) -> None:
+    r = await gater("links", store, "--wait", "nope", "--json", url=nats_url)
+    assert (r.code, r.out) == (1, ""), r
+    assert r.err.strip().splitlines() == ["gater: not_found: no link named 'nope'"], r
+    _no_traceback(r)
+
+
 async def test_scavenge_dry_run_one_stream_and_a_pattern(nats_url: str, client: GaterClient, store: str) -> None:
     for sid in ("order-1", "order-2", "other"):
         for i in range(3):  # three appends: scavenging keeps the last one
