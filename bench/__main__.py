@@ -37,6 +37,16 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import StorageType, StreamConfig
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from bench.causation import chain_lookup
 from bench.channel import channel_child, channel_vs_raw
@@ -81,6 +91,63 @@ NOISE_STREAMS = 64
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    if _bar is not None:
+        _bar.row(msg)
+
+
+class ScenarioProgress:
+    """A progress bar over the scenarios of the run, its text the row being measured (the last
+    ``log`` line), on stderr and only when stderr is a terminal: CI logs, a redirected stderr and
+    the results table on stdout stay exactly as without it. The log lines still go to stderr,
+    above the bar."""
+
+    def __init__(self, scenarios: list[str]) -> None:
+        self._scenarios = scenarios
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._scenario = ""
+        if sys.stderr.isatty():
+            console = Console(stderr=True, highlight=False)
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+                redirect_stdout=False,
+            )
+
+    def __enter__(self) -> ScenarioProgress:
+        global _bar
+        if self._progress is not None:
+            self._progress.start()
+            self._task = self._progress.add_task("scenarios", total=len(self._scenarios))
+            _bar = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _bar
+        _bar = None
+        if self._progress is not None:
+            self._progress.stop()
+
+    def start(self, scenario: str) -> None:
+        self._scenario = scenario
+        self.row("")
+
+    def row(self, text: str) -> None:
+        if self._progress is not None and self._task is not None:
+            label = f"{self._scenario}: {text}" if text else self._scenario
+            self._progress.update(self._task, description=label if len(label) <= 60 else label[:59] + "…")
+
+    def done(self) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task)
+
+
+_bar: ScenarioProgress | None = None
 
 
 def _has_uvloop() -> bool:
@@ -634,9 +701,12 @@ async def run(
         rss_start = rss_mb(service.pid)
         await _raw_streams(nc, args.storage, args.replicas)
         x = Ctx(args, nc, report)
-        for name in args.only:
-            check_stop()
-            await SCENARIOS[name](x)
+        with ScenarioProgress(args.only) as bar:
+            for name in args.only:
+                check_stop()
+                bar.start(name)
+                await SCENARIOS[name](x)
+                bar.done()
 
         # idle RSS of the service, once it has settled after the load
         await asyncio.sleep(1.0)

@@ -9,8 +9,10 @@ JetStream. Reference with examples: docs/cli.md; decisions: docs/adr/0018-gater-
 
 Exit codes: 0 success; 1 an error reply (printed as ``code: message``; ``gater req`` prints the
 reply itself and exits 0 unless ``--fail``); 2 NATS unreachable, no responders or no reply in
-time; ``gater health``: 0 healthy, 1 degraded, 2 unhealthy; 130 interrupted (Ctrl-C), except for
-``gater sub`` and ``gater read --follow``, whose normal end it is (0); 141 stdout closed early.
+time; ``gater links --wait``: 1 also when the link is stopped or in error, 2 also when it still
+lags after ``--wait-timeout``; ``gater health``: 0 healthy, 1 degraded, 2 unhealthy; 130
+interrupted (Ctrl-C), except for ``gater sub`` and ``gater read --follow``, whose normal end it is
+(0); 141 stdout closed early.
 """
 
 from __future__ import annotations
@@ -766,11 +768,6 @@ def _print_links(links: list[dict[str, Any]]) -> None:
     _console().print(table)
 
 
-def _link_done(link: dict[str, Any]) -> int:
-    """Source events the link has dealt with (copied or left out by its filter)."""
-    return int(link.get("events_processed") or 0) + int(link.get("events_filtered") or 0)
-
-
 def _link_line(name: str, link: dict[str, Any]) -> str:
     return (
         f"link {name}: {link.get('status')}, {link.get('events_processed', 0)} copied, "
@@ -782,9 +779,12 @@ async def _wait_link(
     nc: Client, conn: Conn, store: str, name: str, interval: float, limit: float, as_json: bool
 ) -> int:
     """``gater links STORE --wait NAME``: poll link.info until the link is running with lag 0
-    (0), stopped or in error (1, one line), or ``limit`` seconds passed (2, one line). The bar's
-    total is done + lag: lag counts source appends (every append of the store for a pattern or
-    ``all`` source), so the bar is an estimate that firms up as the backfill proceeds."""
+    (0), stopped or in error (1, one line), or ``limit`` seconds passed (2, one line).
+
+    The bar counts source *appends*, the unit of ``lag`` (events_processed counts events, many
+    per append, so processed + lag would mix units): its total is the largest lag seen, its
+    progress how much of it is gone. For a pattern or ``all`` source the lag counts every append
+    of the store (an upper bound), so the bar is an estimate."""
     err = _err_console()
     terminal = err.is_terminal and sys.stderr.isatty()
     lines = not as_json and not terminal  # plain progress lines for logs; nothing for scripts
@@ -796,14 +796,16 @@ async def _wait_link(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("lag {task.fields[lag]}"),
+        TextColumn("appends · {task.fields[copied]} events copied"),
     )
+    most = 0
     with Progress(*columns, console=err, transient=True, disable=not terminal) as progress:
-        task = progress.add_task(f"link {_preview(name, 30)}", total=None, lag="?")
+        task = progress.add_task(f"link {_preview(name, 30)}", total=None, copied=0)
         while True:
             link = await call(nc, conn, store, "link", "info", {"name": name})
-            status, lag, done = str(link.get("status")), int(link.get("lag") or 0), _link_done(link)
-            progress.update(task, completed=done, total=done + lag, lag=lag)
+            status, lag = str(link.get("status")), int(link.get("lag") or 0)
+            most = max(most, lag)
+            progress.update(task, completed=most - lag, total=most, copied=link.get("events_processed", 0))
             line = _link_line(name, link)
             now = time.monotonic()
             if lines and line != last_line and now - last_at >= 1.0:
