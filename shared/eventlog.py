@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ def is_commit(sm: StoredMsg) -> bool:
 
 
 _reported: OrderedDict[tuple[str, int], None] = OrderedDict()
+_reported_lock = threading.Lock()
 
 
 def corrupt_entry(sm: StoredMsg, reader: str, reason: str = "not a commit") -> None:
@@ -102,11 +104,12 @@ def corrupt_entry(sm: StoredMsg, reader: str, reason: str = "not a commit") -> N
     memory) a message on a log subject that is not a commit."""
     instruments().corrupt.add(1, {"reader": reader})
     key = (sm.subject, sm.seq)
-    if key in _reported:
-        return
-    _reported[key] = None
-    if len(_reported) > 1024:
-        _reported.popitem(last=False)
+    with _reported_lock:  # also called from the pattern worker threads (link filters)
+        if key in _reported:
+            return
+        _reported[key] = None
+        if len(_reported) > 1024:
+            _reported.popitem(last=False)
     log.warning("corrupt_entry: %s at position %d is %s; %s skips it", sm.subject[:200], sm.seq, reason, reader)
 
 

@@ -203,7 +203,10 @@ class LinkStore:
         await self.ensure_store(store, create=True)
         limit = self.settings.quotas.links_per_store
         if limit > 0:  # counted in KV, not in memory
-            check_quota("links_per_store", limit, len(await self.definitions(store)), store)
+            defs = await self.definitions(store)
+            if any(d.name == req.name for d in defs):  # a name in use is already_exists, quota or not
+                raise AlreadyExistsError(f"link {req.name!r} exists already", details={"name": req.name})
+            check_quota("links_per_store", limit, len(defs), store)
         d = Definition(
             store=store,
             key=link_key(req.name),

@@ -7,15 +7,19 @@ leaves a commit the index does not know, and a resend with the same ids after Je
 duplicate window would be stored twice. The index is derivable from the log, so this module
 repairs it:
 
-* a **checkpoint** ``<prefix>.ix.<store>.ck.id`` → ``{"q": seq}`` says every commit at or below
-  log sequence ``q`` is indexed. ``repair`` indexes the log's commits after it (those with
-  ``Nats-Msg-Id``: their ids came from the caller), then moves it forward; ``repair(full=True)``
-  does it from the log's start (the ``store.reindex`` admin op);
+* a **checkpoint** ``<prefix>.ix.<store>.ck.id`` → ``{"q": seq, "t": unix ns}`` says every commit
+  at or below log sequence ``q`` is indexed, and that ``q`` was the log's last commit when the
+  repair that wrote it began at time ``t`` (so every later commit is younger than ``t``).
+  ``repair`` indexes the log's commits after it (those with ``Nats-Msg-Id``: their ids came from
+  the caller), then moves it forward; ``repair(full=True)`` does it from the log's start (the
+  ``store.reindex`` admin op);
 * a **miss** (no entry, or one for other ids) is confirmed before the append goes ahead:
   ``unindexed`` reads the stream's commits after the checkpoint, oldest first, and stops at the
   first one younger than half the store's duplicate window (younger commits carry a
   ``Nats-Msg-Id`` JetStream still remembers, so a resend of them is de-duplicated by JetStream);
-  each miss also schedules a background ``repair`` so that scan stays short.
+  when the checkpoint's ``t`` is itself that young, no commit can qualify and nothing is read.
+  Each miss also schedules a background ``repair`` (every quarter window), so a busy store's
+  misses usually cost no read at all.
 
 Entries are written monotonically: a repair never replaces an entry that points at a later
 commit. Only this module and ``store.py`` of the stream service write the index's ``id``
@@ -68,30 +72,36 @@ class EventIdIndex:
     def __init__(self, log: Log, subjects: Subjects) -> None:
         self.log = log
         self.subjects = subjects
-        self._ck: dict[str, tuple[int, float]] = {}  # store -> (checkpoint, monotonic time read)
+        self._ck: dict[str, tuple[int, int, float]] = {}  # store -> (q, t ns, monotonic time read)
         self._repairs: dict[str, asyncio.Task[RepairResult]] = {}
         self._last_repair: dict[str, float] = {}
 
     # --- the checkpoint -----------------------------------------------------------------------
     async def checkpoint(self, store: str, *, fresh: bool = False) -> int:
         """The log position up to which the index is complete (0: none known)."""
+        return (await self.checkpoint_at(store, fresh=fresh))[0]
+
+    async def checkpoint_at(self, store: str, *, fresh: bool = False) -> tuple[int, int]:
+        """(q, t): the index is complete to log position ``q``, and every commit after ``q`` was
+        written after unix time ``t`` ns (0, 0: nothing known)."""
         now = time.monotonic()
         cached = self._ck.get(store)
-        if cached is not None and not fresh and now - cached[1] < CHECKPOINT_TTL_S:
-            return cached[0]
+        if cached is not None and not fresh and now - cached[2] < CHECKPOINT_TTL_S:
+            return cached[0], cached[1]
         sm = await self.log.direct_get(
             self.subjects.index_stream(store), {"last_by_subj": self.subjects.index_checkpoint(store)}
         )
-        q = 0
+        q = t = 0
         if sm is not None and sm.data:
             with contextlib.suppress(Exception):
-                q = int(msgpack.unpackb(sm.data, raw=False)["q"])
-        self._ck[store] = (q, now)
-        return q
+                row = msgpack.unpackb(sm.data, raw=False)
+                q, t = int(row["q"]), int(row.get("t", 0))
+        self._ck[store] = (q, t, now)
+        return q, t
 
-    async def _set_checkpoint(self, store: str, q: int) -> None:
-        await self.log.publish(self.subjects.index_checkpoint(store), msgpack.packb({"q": q}), {})
-        self._ck[store] = (q, time.monotonic())
+    async def _set_checkpoint(self, store: str, q: int, t_ns: int) -> None:
+        await self.log.publish(self.subjects.index_checkpoint(store), msgpack.packb({"q": q, "t": t_ns}), {})
+        self._ck[store] = (q, t_ns, time.monotonic())
 
     def forget(self, store: str) -> None:
         self._ck.pop(store, None)
@@ -150,6 +160,7 @@ class EventIdIndex:
         return await self._repair(store, full=full)
 
     async def _repair(self, store: str, *, full: bool) -> RepairResult:
+        began_ns = time.time_ns()  # every commit the reads below miss is younger than this
         start = await self.checkpoint(store, fresh=True)
         name = self.subjects.log_stream(store)
         everything = self.subjects.log_all(store)
@@ -174,8 +185,7 @@ class EventIdIndex:
                 break
             seq = last + 1
         checkpoint = max(start, last)
-        if checkpoint > start:
-            await self._set_checkpoint(store, checkpoint)
+        await self._set_checkpoint(store, checkpoint, began_ns)  # also when q stays: t moves on
         log.info(
             "event-id index of store %s: %d commits read, %d entries written, complete to %d",
             store,

@@ -84,6 +84,7 @@ READ_PAGES: Final = {
 # (e.g. replicas > cluster size) and replicas > 1 on a single server
 ERR_STORE_REFUSED: Final = (10023, 10074)
 AUTO_CREATED: Final = "esdb_gater_auto_created"  # log stream metadata of a store made on first use
+AUTO_CREATE_FULL_TTL_S: Final = 2.0  # how long a used-up auto-create quota is believed without listing again
 
 
 @dataclass(slots=True, frozen=True)
@@ -130,6 +131,7 @@ class EventStore:
         self._heads: OrderedDict[tuple[str, str], Commit] = OrderedDict()
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         self.ids = EventIdIndex(log, subjects)  # the event-id index's repair (ADR 0017)
+        self._full_until = 0.0  # monotonic time until which the auto-create quota is known to be used up
 
     # --- stores -----------------------------------------------------------------------------
     def configured(self, store: str) -> StoreConfig:
@@ -175,11 +177,15 @@ class EventStore:
         limit = self.settings.quotas.auto_created_stores
         if limit <= 0:
             return
+        if time.monotonic() < self._full_until:  # a client cycling new store names: no listing each time
+            check_quota("auto_created_stores", limit, limit, store)
         prefix = self.subjects.log_stream_prefix()
         count = 0
         offset = 0
         while True:
-            reply = await self.log.api("$JS.API.STREAM.LIST", {"offset": offset})
+            # only the log streams (subject filter), not every stream of the account
+            req = {"offset": offset, "subject": f"{self.subjects.prefix}.log.>"}
+            reply = await self.log.api("$JS.API.STREAM.LIST", req)
             page = reply.get("streams") or []
             for si in page:
                 cfg = si.get("config") or {}
@@ -189,6 +195,8 @@ class EventStore:
             offset += len(page)
             if not page or offset >= int(reply.get("total", 0)):
                 break
+        if count >= limit:
+            self._full_until = time.monotonic() + AUTO_CREATE_FULL_TTL_S
         check_quota("auto_created_stores", limit, count, store)
 
     async def create_store(self, store: str, cfg: StoreConfig, *, auto: bool = False) -> tuple[StoreInfo, bool]:
@@ -480,8 +488,11 @@ class EventStore:
         cfg = (await self.store(store)).config
         window_ns = int(cfg.duplicate_window_s * 1e9)
         self.ids.schedule_repair(store, interval_s=max(1.0, cfg.duplicate_window_s / 4))
-        after = await self.ids.checkpoint(store)
-        sm = await self.ids.unindexed(store, stream_id, ids, after, time.time_ns() - window_ns // 2)
+        after, since_ns = await self.ids.checkpoint_at(store)
+        young_after_ns = time.time_ns() - window_ns // 2
+        if since_ns >= young_after_ns:
+            return None  # every commit after the checkpoint is young: JetStream's Nats-Msg-Id covers it
+        sm = await self.ids.unindexed(store, stream_id, ids, after, young_after_ns)
         if sm is None:
             return None
         await self._index_append(store, stream_id, ids[0], sm.seq)

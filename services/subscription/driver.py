@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +112,10 @@ class Driver:
         self.codec: Codec = MSGPACK if d.codec == "msgpack" else JSON
         self.match = matcher(d)
         self.ctl = subjects.subscription_control(d.store, d.key)
+        # in every delivery's reply subject: the control subjects are under the store's API space,
+        # so without it anyone allowed to call the store could ack (or -NAK) deliveries made to
+        # someone else by guessing sequence numbers
+        self.nonce = secrets.token_hex(8)
         self.pending: dict[int, _Pending] = {}  # commit seq → pending
         self.by_event: dict[tuple[str, int], int] = {}  # (stream_id, version) → commit seq
         self.replays: dict[int, asyncio.Future[bool]] = {}  # parked seq → acked?
@@ -250,7 +256,7 @@ class Driver:
         await self.nc.publish(
             self.d.subscriber,
             self.codec.encode(ev),
-            reply=f"{self.ctl}.n.{seq}.{ev['version']}",
+            reply=f"{self.ctl}.n.{self.nonce}.{seq}.{ev['version']}",
             headers=self._headers(ev, attempt),
         )
         self.delivered += 1
@@ -299,8 +305,10 @@ class Driver:
             # ack. The event stays pending and comes back after ack_wait (then parks).
             return
         try:
-            if tail[0] == "n" and len(tail) == 3:  # native ack/nak of a delivery
-                seq, version = int(tail[1]), int(tail[2])
+            if tail[0] == "n" and len(tail) == 4:  # native ack/nak of a delivery
+                if not hmac.compare_digest(tail[1], self.nonce):
+                    return  # not a reply to one of this driver's deliveries
+                seq, version = int(tail[2]), int(tail[3])
                 entry = self.pending.get(seq)
                 if entry is None:
                     return
@@ -313,8 +321,10 @@ class Driver:
                     await self.ack(ev["stream_id"], version)
                 if msg.reply:
                     await msg.respond(b"")
-            elif tail[0] == "p" and len(tail) == 2:  # native ack of a replayed parked event
-                fut = self.replays.get(int(tail[1]))
+            elif tail[0] == "p" and len(tail) == 3:  # native ack of a replayed parked event
+                if not hmac.compare_digest(tail[1], self.nonce):
+                    return
+                fut = self.replays.get(int(tail[2]))
                 if fut is not None and not fut.done():
                     fut.set_result(not msg.data.strip().startswith(b"-NAK"))
                 if msg.reply:
@@ -322,7 +332,7 @@ class Driver:
             elif tail in (["ack"], ["replay"]) and not control_allowed(self.nc, msg.headers):
                 # the handlers' forwarded ack_event / replay_parked carry the services' credential;
                 # a client publishing here directly would bypass the op's capability check
-                log.debug("subscription %s: refused a control message without the service credential", self.d.key)
+                log.warning("subscription %s: refused a control message without the service credential", self.d.key)
             elif tail == ["ack"]:
                 body = json.loads(msg.data)
                 found = await self.ack(str(body["stream_id"]), int(body["event_number"]))
@@ -364,7 +374,7 @@ class Driver:
             headers["Esdb-Delivery-Attempt"] = "replay"
             ev = json.loads(sm.data)
             await self.nc.publish(
-                self.d.subscriber, self.codec.encode(ev), reply=f"{self.ctl}.p.{sm.seq}", headers=headers
+                self.d.subscriber, self.codec.encode(ev), reply=f"{self.ctl}.p.{self.nonce}.{sm.seq}", headers=headers
             )
             waits.append((sm.seq, fut))
         deadline = loop.time() + self.d.ack_wait_ms / 1000

@@ -97,19 +97,21 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+Verbose = Annotated[
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        show_default=False,
+        help="more log output (gater up: -v INFO, -vv DEBUG; gater serve: -v DEBUG)",
+    ),
+]
+
 @app.callback()
 def _root(
     ctx: typer.Context,
-    verbose: Annotated[
-        int,
-        typer.Option(
-            "--verbose",
-            "-v",
-            count=True,
-            show_default=False,
-            help="more log output (gater up: -v INFO, -vv DEBUG; gater serve: -v DEBUG)",
-        ),
-    ] = 0,
+    verbose: Verbose = 0,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit"),
@@ -147,17 +149,6 @@ def _server_flag(url: str) -> str:
 
 
 # --- options shared by up and serve ------------------------------------------------------------
-
-Verbose = Annotated[
-    int,
-    typer.Option(
-        "--verbose",
-        "-v",
-        count=True,
-        show_default=False,
-        help="more log output (gater up: -v INFO, -vv DEBUG; gater serve: -v DEBUG)",
-    ),
-]
 
 ConnectTimeout = Annotated[
     float,

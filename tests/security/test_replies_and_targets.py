@@ -159,30 +159,73 @@ async def test_discovery_reply_into_a_log_is_dropped(wire: Wire, nc: Client, ser
     assert await _versions(wire, store, "s") == [0]
 
 
+async def _active_driver(client: Any, nc: Client, store: str, name: str) -> str:
+    """The control subject of a subscription, once a driver holds it (bounded wait)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while True:
+        info = await client.get_subscription(store, name)
+        if info.active:
+            break
+        assert loop.time() < deadline, "no driver took the subscription"
+        await asyncio.sleep(0.05)
+    ctl = f"esdb.api.{store}.subscription.ctl.{info.key}"
+    # the driver answers its forwarded-ack subject once it is subscribed to its control subjects
+    while True:
+        try:
+            await nc.request(f"{ctl}.ack", b'{"stream_id":"none","event_number":0}', timeout=0.5)
+            return ctl
+        except Exception:
+            assert loop.time() < deadline, "the driver does not answer on its control subjects"
+
+
 async def test_subscription_control_reply_to_a_foreign_subject_is_dropped(
     client: Any, nc: Client, services: Running, store: str
 ) -> None:
     """The driver's control subjects (native acks) answer only inbox replies too."""
-    info = await client.save_subscription(store, "stream", "$all", "ctl", subscriber=f"_INBOX.{uuid.uuid4().hex}")
-    ctl = f"esdb.api.{store}.subscription.ctl.{info.key}"
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
-    while True:  # until a driver holds the subscription
-        try:
-            await nc.request(f"{ctl}.p.999999", b"+ACK", timeout=0.5)
-            break
-        except Exception:
-            assert loop.time() < deadline, "no driver took the subscription"
+    await client.save_subscription(store, "stream", "$all", "ctl", subscriber=f"_INBOX.{uuid.uuid4().hex}")
+    ctl = await _active_driver(client, nc, store, "ctl")
     catch = _Catch()
     sub = await nc.subscribe("payments.execute", cb=catch.cb)
     await flush_barrier(nc)
-    await nc.publish(f"{ctl}.p.999998", b"+ACK", reply="payments.execute")
+    await nc.publish(f"{ctl}.ack", b'{"stream_id":"none","event_number":0}', reply="payments.execute")
     # the driver handles its control messages one at a time, in order: this answer comes after
     # anything it could have sent for the one before
-    await nc.request(f"{ctl}.p.999997", b"+ACK", timeout=5)
+    await nc.request(f"{ctl}.ack", b'{"stream_id":"none","event_number":0}', timeout=5)
     await flush_barrier(nc)
     await sub.unsubscribe()
     assert catch.got == []
+
+
+async def test_a_guessed_native_ack_subject_acks_nothing(
+    client: Any, wire: Wire, nc: Client, services: Running, store: str
+) -> None:
+    """Native acks are under the store's API space, which any caller of the store may publish
+    to: a delivery's reply subject carries the driver's random token, so a subject guessed from
+    the sequence and version (or with another token) acks nothing; the real one does."""
+    await _append(wire, store, "s", 1)
+    inbox = f"_INBOX.{uuid.uuid4().hex}"
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+    sub = await nc.subscribe(inbox, cb=got.put)
+    await flush_barrier(nc)
+    try:
+        await client.save_subscription(store, "stream", "s", "guess", subscriber=inbox)
+        delivery = await asyncio.wait_for(got.get(), 15)
+        assert delivery.reply
+        ctl, rest = delivery.reply.split(".n.", 1)
+        token, seq, version = rest.split(".")
+        for forged in (f"{ctl}.n.{seq}.{version}", f"{ctl}.n.{'0' * len(token)}.{seq}.{version}"):
+            await nc.publish(forged, b"+ACK")
+        await nc.request(f"{ctl}.ack", b'{"stream_id":"none","event_number":0}', timeout=5)  # in order: after them
+        assert (await client.get_subscription(store, "guess")).checkpoint is None
+        await delivery.respond(b"+ACK")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while (await client.get_subscription(store, "guess")).checkpoint is None:
+            assert loop.time() < deadline, "the real ack did not move the checkpoint"
+            await asyncio.sleep(0.05)
+    finally:
+        await sub.unsubscribe()
 
 
 # --- (b) client-named targets -----------------------------------------------------------------------

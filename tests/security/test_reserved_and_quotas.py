@@ -299,6 +299,8 @@ async def test_links_quota(c: GaterClient) -> None:
     with pytest.raises(QuotaExceededError) as err:
         await c.create_link(store, {"name": "l2", "source": {"type": "all"}})
     _quota(err.value, "links_per_store", 2, store)
+    with pytest.raises(AlreadyExistsError):  # a name in use says so, also at the limit
+        await c.create_link(store, {"name": "l1", "source": {"type": "all"}})
     await c.delete_link(store, "l0")
     await c.create_link(store, {"name": "l2", "source": {"type": "all"}})
 

@@ -87,3 +87,24 @@ async def test_a_miss_finds_the_unindexed_commit_older_than_the_cutoff() -> None
     assert found is not None and found.seq == old
     assert await ix.unindexed("o", "s1", ["b"], after=0, young_after_ns=1_500) is None  # young: JetStream's
     assert await ix.unindexed("o", "s1", ["a"], after=old, young_after_ns=10_000) is None  # below checkpoint
+
+
+async def test_the_checkpoint_says_since_when_every_later_commit_is_young() -> None:
+    """A repair records when it began: every commit after its checkpoint was written later, so a
+    miss soon after needs no read of the log (services/stream/store.py::_unindexed_append)."""
+    import time
+
+    log = FakeLog()
+    ix = EventIdIndex(log, S)  # type: ignore[arg-type]
+    log.commit("s1", ["a"])
+    before = time.time_ns()
+    await ix.repair("o")
+    q, t = await ix.checkpoint_at("o", fresh=True)
+    assert q == 1 and before <= t <= time.time_ns()
+    # nothing new to index: the checkpoint stays, its time moves on
+    await ix.repair("o")
+    q2, t2 = await ix.checkpoint_at("o", fresh=True)
+    assert (q2, t2 >= t) == (1, True)
+    # a checkpoint written before "t" existed reads as 0: the miss then scans, as it did
+    log.index[S.index_checkpoint("o")] = msgpack.packb({"q": 1})
+    assert await ix.checkpoint_at("o", fresh=True) == (1, 0)
