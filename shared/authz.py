@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hmac
 import logging
 import string
@@ -87,6 +88,13 @@ KEY_NAME: Final = "service-key"
 STORE: Final = "esdb://{realm}/store/{store}"
 
 
+@functools.cache
+def _template_fields(template: str) -> tuple[str, ...]:
+    """Parsed once per template (there are a few dozen), not once per request."""
+    names = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    return tuple(f for f in names if f not in ("realm", "store"))
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One op's (resource template, action). ``checked_by``: ``endpoint`` (the adapter checks
@@ -99,8 +107,7 @@ class Rule:
     @property
     def fields(self) -> tuple[str, ...]:
         """The request fields the template names (not ``realm`` or ``store``)."""
-        names = [f for _, f, _, _ in string.Formatter().parse(self.template) if f]
-        return tuple(f for f in names if f not in ("realm", "store"))
+        return _template_fields(self.template)
 
     def resource(self, realm: str, store: str, request: BaseModel | Mapping[str, Any]) -> str:
         if isinstance(request, BaseModel):

@@ -29,7 +29,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from shared import jetstream, security
-from shared.authz import AUTHORIZATION_HEADER
+from shared.authz import bearer_headers
 from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
 from shared.errors import (
     ERROR_CODE_HEADER,
@@ -135,9 +135,7 @@ class GaterClient:
             return await self._send(subject, body)
 
     async def _send(self, subject: str, body: dict[str, Any]) -> Any:
-        headers = inject_context({})
-        if self.token:
-            headers[AUTHORIZATION_HEADER] = f"Bearer {self.token}"
+        headers = inject_context(bearer_headers(self.token))
         if self.codec is MSGPACK:
             headers[CONTENT_TYPE_HEADER] = MSGPACK.content_type
         try:

@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from shared.authz import AUTHORIZATION_HEADER
+from shared.authz import bearer_headers
 from shared.errors import ERROR_CODE_HEADER, ERROR_HEADER, GatewayError, error_from_envelope
 from shared.subjects import Subjects
 
@@ -173,9 +173,7 @@ async def connect(conn: Conn) -> Client:
 
 
 def _headers(conn: Conn, extra: dict[str, str] | None = None) -> dict[str, str] | None:
-    headers = dict(extra or {})
-    if conn.token:
-        headers.setdefault(AUTHORIZATION_HEADER, f"Bearer {conn.token}")
+    headers = {**bearer_headers(conn.token), **(extra or {})}  # a -H Authorization wins
     return headers or None
 
 
