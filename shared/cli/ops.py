@@ -598,13 +598,15 @@ class _Reader:
             want = self.PAGE if limit is None else min(self.PAGE, limit - self.printed)
             events = await self._page(nc, pos, want, "forward")
             self.emit(events)
-            pos += want
+            # next: after the last event printed (never past a version not yet read: events
+            # appended while we read come in the next page or the next poll)
+            pos = int(events[-1]["version"]) + 1 if events else pos + want
             if len(events) == want:
                 continue
             if head is None:
                 head = await self._head(nc)
             if pos > head:
-                return head + 1
+                return pos if events else max(start, head + 1)
         return pos
 
     async def backward(self, nc: Client, start: int, limit: int | None) -> None:
