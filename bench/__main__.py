@@ -1,4 +1,4 @@
-"""``python -m bench`` / ``gater bench``: the gateway against raw JetStream, in one run.
+"""``gater bench`` / ``gater-bench`` / ``python -m esdb_gater.bench``: the gateway against raw JetStream, in one run.
 
 Starts its own nats-server (port 0, temp dir) — or, with ``--replicas 3``, a 3-node cluster
 on loopback — the stream service and a zero-work responder (each in its own process), measures
@@ -6,10 +6,11 @@ every scenario for a fixed window, prints a markdown table with the command line
 and stops everything it started — also on Ctrl-C, SIGTERM or an error. Targets are
 informational: the exit code is 0 whenever the run completes.
 
-    python -m bench [--quick] [--storage file|memory] [--replicas 1|3] [--sync default|always]
-                    [--duration S] [--tail-events N] [--only seq,conc,atomic,forward,tail,sub,upcast,link,cause,channel]
-                    [--loop uvloop|asyncio] [--instances N] [--wait-quiet S] [--json FILE]
-                    [--profile-service FILE]
+    gater bench [--quick] [--storage file|memory] [--replicas 1|3] [--sync default|always]
+                [--duration S] [--tail-events N]
+                [--only seq,conc,atomic,multi,forward,readall,tail,sub,upcast,link,cause,channel]
+                [--loop uvloop|asyncio] [--instances N] [--wait-quiet S] [--json FILE]
+                [--profile-service FILE]
 
 See docs/performance.md for what each row measures.
 """
@@ -48,37 +49,40 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bench.causation import chain_lookup
-from bench.channel import channel_child, channel_vs_raw
-from bench.cpu import CpuMeter, background_load
-from bench.link import link_forwarding
-from bench.measure import Interrupted, Sample, check_stop, concurrent, request_stop, sequential, set_meter
-from bench.ops import (
+from esdb_gater.bench.causation import chain_lookup
+from esdb_gater.bench.channel import channel_child, channel_vs_raw
+from esdb_gater.bench.cpu import CpuMeter, background_load
+from esdb_gater.bench.link import link_forwarding
+from esdb_gater.bench.measure import Interrupted, Sample, check_stop, concurrent, request_stop, sequential, set_meter
+from esdb_gater.bench.ops import (
     BenchError,
     DirectBatchRead,
     Errors,
     GatewayAppend,
+    GatewayAppendMulti,
     GatewayRead,
     OrderedConsumerRead,
     Pipeline,
     RawAppend,
     RawAtomicBatch,
+    RawMultiBatch,
+    SingleAppends,
     ZeroCall,
     commit_headers,
     commit_payload,
     event_json,
 )
-from bench.procs import Child, rss_mb, service_child, zero_child
-from bench.report import Check, Report, Row
-from bench.subscription import gateway_catch_up, raw_ordered_catch_up
-from bench.upcast import measure_upcast_reads
-from shared.natsserver import NatsCluster, NatsServer, find_nats_server
+from esdb_gater.bench.procs import Child, rss_mb, service_child, zero_child
+from esdb_gater.bench.report import Check, Report, Row
+from esdb_gater.bench.subscription import gateway_catch_up, raw_ordered_catch_up
+from esdb_gater.bench.upcast import measure_upcast_reads
+from esdb_gater.shared.tooling.natsserver import NatsCluster, NatsServer, find_nats_server
 
 __all__ = ["main"]
 
 STORE = "bench"
 SERVICE = "esdb-stream"
-ZERO_SUBJECT = "bench.zero"
+ZERO_SUBJECT = "esdb_gater.bench.zero"
 RAW_STREAM = "BENCH-RAW"  # plain stream, like the gateway's log stream
 RAW_ATOMIC_STREAM = "BENCH-ATOMIC"  # allow_atomic for the ADR-50 rows
 CONCURRENCY = 32
@@ -86,6 +90,9 @@ ATOMIC_EVENTS = 10
 READ_EVENTS = 1000
 TAIL_READ = 100
 SMALL_STREAM_EVENTS = 1000
+MULTI_STREAMS = (2, 10)  # streams per append_multi transaction
+READ_ALL_PAGE = 1000
+READ_ALL_TAIL = 100
 NOISE_STREAMS = 64
 
 
@@ -158,7 +165,7 @@ def _has_uvloop() -> bool:
     return True
 
 
-def parse_args(argv: list[str], prog: str = "python -m bench") -> argparse.Namespace:
+def parse_args(argv: list[str], prog: str = "gater-bench") -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="2 s per row instead of 5 (the whole run takes about a minute)")
     p.add_argument("--storage", choices=["file", "memory"], default="file", help="JetStream storage (default file)")
@@ -474,6 +481,58 @@ async def scenario_atomic(x: Ctx) -> None:
     ]
 
 
+async def scenario_multi(x: Ctx) -> None:
+    """stream.append_multi (issue 12): one event on each of n streams with exact expected
+    versions, atomically; against the same events as n single appends one after the other (not
+    atomic) and the raw ADR-50 batch of one message per subject with its expectation."""
+    nc, d, errs = x.nc, x.d, x.errs
+    for n in MULTI_STREAMS:
+        log(f"{n}-stream append_multi, sequential")
+        gw = GatewayAppendMulti(nc, STORE, [f"multi{n}-{i}" for i in range(n)], errs)
+        s_gw = await sequential(gw, d, warmup=20, events_per_op=n, errors=errs)
+        singles = SingleAppends(nc, STORE, [f"single{n}-{i}" for i in range(n)], errs)
+        s_single = await sequential(singles, d, warmup=5, events_per_op=n, errors=errs)
+        raw = RawMultiBatch(nc, RAW_ATOMIC_STREAM, [f"rawatomic.m{n}.{i}" for i in range(n)], errs)
+        s_raw = await sequential(raw, d, warmup=10, events_per_op=n, errors=errs)
+        calls = await x.js_calls(gw)
+        sc = f"{n}-stream transaction, 1 event per stream, sequential"
+        ratio = f"{s_gw.ops_s / s_raw.ops_s:.2f}" if s_raw.ops_s else ""
+        single_ratio = f"{s_single.ops_s / s_raw.ops_s:.2f}" if s_raw.ops_s else ""
+        x.report.rows += [
+            Row(sc, "gateway append_multi (one ADR-50 batch)", s_gw, ratio, "", f"{_calls(calls)}; vs raw batch"),
+            Row(sc, f"gateway, {n} single appends one after the other", s_single, single_ratio, "", "not atomic"),
+            Row(sc, "raw ADR-50 batch, one message per subject + expected seq", s_raw),
+        ]
+
+
+async def scenario_readall(x: Ctx) -> None:
+    """stream.read_all pages (issue 12): 1000 events forward from a notification id, and the
+    newest 100 backward, against a raw batched Direct Get of 1000 messages."""
+    nc, d, errs = x.nc, x.d, x.errs
+    log(f"read_all pages (populating {READ_ALL_PAGE} events)")
+    await _populate_gateway(nc, "readall-src", READ_ALL_PAGE)
+    await _populate_raw(nc, "raw.e.readall", READ_ALL_PAGE)
+    subject = f"esdb.api.{STORE}.stream.read_all"
+    newest = await _call(nc, subject, {"direction": "backward", "limit": READ_ALL_PAGE})
+    start = newest["events"][-1]["notification_id"]
+    log(f"read_all: {READ_ALL_PAGE} forward, {READ_ALL_TAIL} backward")
+    fwd = GatewayRead(nc, subject, {"from": start, "limit": READ_ALL_PAGE}, READ_ALL_PAGE, errs)
+    s_fwd = await sequential(fwd, d, warmup=3, events_per_op=READ_ALL_PAGE, errors=errs)
+    calls = await x.js_calls(fwd, 5)
+    back = GatewayRead(nc, subject, {"direction": "backward", "limit": READ_ALL_TAIL}, READ_ALL_TAIL, errs)
+    s_back = await sequential(back, d, warmup=5, events_per_op=READ_ALL_TAIL, errors=errs)
+    calls_back = await x.js_calls(back, 10)
+    direct = await DirectBatchRead(nc, RAW_STREAM, "raw.e.readall", READ_ALL_PAGE, errs).start()
+    s_direct = await sequential(direct, d, warmup=3, events_per_op=READ_ALL_PAGE, errors=errs)
+    ratio = f"{s_fwd.ops_s / s_direct.ops_s:.2f}" if s_direct.ops_s else ""
+    sc = "read_all page"
+    x.report.rows += [
+        Row(sc, f"gateway, {READ_ALL_PAGE} forward from an id", s_fwd, ratio, "", f"{_calls(calls)}; vs raw"),
+        Row(sc, f"gateway, newest {READ_ALL_TAIL} backward", s_back, "", "", _calls(calls_back)),
+        Row(sc, f"raw batched Direct Get of {READ_ALL_PAGE}", s_direct),
+    ]
+
+
 async def scenario_forward(x: Ctx) -> None:
     log(f"forward read of {READ_EVENTS} events (populating)")
     nc, d, errs = x.nc, x.d, x.errs
@@ -650,7 +709,9 @@ SCENARIOS = {
     "seq": scenario_seq,
     "conc": scenario_conc,
     "atomic": scenario_atomic,
+    "multi": scenario_multi,
     "forward": scenario_forward,
+    "readall": scenario_readall,
     "tail": scenario_tail,
     "sub": scenario_sub,
     "upcast": scenario_upcast,
@@ -799,9 +860,9 @@ def _wait_quiet(limit: float) -> float:
     return load
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
-    """``prog``: how the benchmark was invoked (``gater bench`` passes its own name), for the
-    usage line and the report's command line."""
+def main(argv: list[str] | None = None, prog: str = "gater-bench") -> int:
+    """The ``gater-bench`` console script. ``prog``: how the benchmark was invoked (``gater bench``
+    and ``python -m esdb_gater.bench`` pass their own), for the usage line and the report's command line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, prog)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -920,4 +981,4 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m esdb_gater.bench"))

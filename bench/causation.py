@@ -8,7 +8,7 @@ client asks for the chain of the last event of the chain ``lookups`` times, one 
 time, and reports the median and p99 latency per store size and their ratio.
 
 ``chain_lookup(url)`` needs the stream and causation services on ``url``; ``python -m
-bench.causation`` runs it alone (its own nats-server, one process of each service).
+esdb_gater.bench.causation`` runs it alone (its own nats-server, one process of each service).
 """
 
 from __future__ import annotations
@@ -135,9 +135,9 @@ async def chain_lookup(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.causation [SMALL LARGE]``: its own server and services; prints a table."""
-    from bench.procs import service_child
-    from shared.natsserver import NatsServer
+    """``python -m esdb_gater.bench.causation [SMALL LARGE]``: its own server and services; prints a table."""
+    from esdb_gater.bench.procs import service_child
+    from esdb_gater.shared.tooling.natsserver import NatsServer
 
     args = sys.argv[1:] if argv is None else argv
     sizes = (int(args[0]), int(args[1])) if len(args) >= 2 else (1_000, 100_000)

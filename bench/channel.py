@@ -1,6 +1,6 @@
 """Channel publish → deliver throughput, HMAC on, against raw core NATS request/reply, in one run.
 
-Each channel op signs a fresh message (``shared.security.sign``; a unique id, so no replay),
+Each channel op signs a fresh message (``esdb_gater.shared.security.signing.sign``; a unique id, so no replay),
 sends ``<prefix>.api._.channel.publish`` and waits both for the ``ok`` and for the message to
 arrive at a subscriber of the delivery subject: one op is the whole publish → deliver path
 (HMAC verification, the shared replay record in JetStream, the priority queue, the delivery).
@@ -8,9 +8,9 @@ The unsigned row takes the same path without the signature and its replay record
 is one core NATS request to a zero-work responder: the floor under any request/reply service.
 
 Wiring (bench/__main__.py): start the channel service with the secret, e.g.
-``channel_child(url).start()`` (a ``bench.procs.Child``), then
+``channel_child(url).start()`` (a ``esdb_gater.bench.procs.Child``), then
 ``rows = await channel_vs_raw(nc, duration=..., zero_subject=ZERO_SUBJECT)``; each value is a
-``bench.measure.Sample`` (ops/s = deliveries/s, p50/p99 = publish → deliver latency).
+``esdb_gater.bench.measure.Sample`` (ops/s = deliveries/s, p50/p99 = publish → deliver latency).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from bench.measure import Op, Sample, concurrent
-from bench.procs import ROOT, Child
-from shared import security
+from esdb_gater.bench.measure import Op, Sample, concurrent
+from esdb_gater.bench.procs import ROOT, Child
+from esdb_gater.shared.security import signing as security
 
 __all__ = ["BENCH_SECRET", "channel_child", "channel_publish_deliver", "channel_vs_raw", "raw_request_reply"]
 
@@ -43,7 +43,7 @@ def channel_child(nats_url: str, secret: str = BENCH_SECRET) -> Child:
         if key.startswith("OTEL_EXPORTER_OTLP"):
             del env[key]
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    argv = [sys.executable, "-m", "shared.cli", "serve", "channel", "--nats", nats_url]
+    argv = [sys.executable, "-m", "esdb_gater.cli", "serve", "channel", "--nats", nats_url]
     return Child("channel-service", argv, env)
 
 
@@ -108,7 +108,7 @@ async def channel_publish_deliver(
 async def raw_request_reply(
     nc: Client, *, duration: float, concurrency: int = 32, subject: str | None = None, wait_s: float = 5.0
 ) -> Sample:
-    """Core NATS request/reply to ``subject`` (a running zero responder, e.g. bench.zero), or to
+    """Core NATS request/reply to ``subject`` (a running zero responder, e.g. esdb_gater.bench.zero), or to
     a responder started here on a connection of its own."""
     own: Client | None = None
     if subject is None:

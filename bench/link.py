@@ -9,7 +9,7 @@ Two numbers, both in source events per second, for a link over every stream of a
   append until the derived stream holds the last event.
 
 ``link_forwarding(url)`` needs the stream and link services on ``url`` (``bench/__main__.py``
-starts them as child processes). ``python -m bench.link`` runs it alone: its own nats-server,
+starts them as child processes). ``python -m esdb_gater.bench.link`` runs it alone: its own nats-server,
 one stream-service and one link-service process.
 """
 
@@ -129,9 +129,9 @@ async def link_forwarding(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.link [EVENTS]``: its own server and services; prints one markdown table."""
-    from bench.procs import service_child
-    from shared.natsserver import NatsServer
+    """``python -m esdb_gater.bench.link [EVENTS]``: its own server and services; prints one markdown table."""
+    from esdb_gater.bench.procs import service_child
+    from esdb_gater.shared.tooling.natsserver import NatsServer
 
     args = sys.argv[1:] if argv is None else argv
     events = int(args[0]) if args else 20_000

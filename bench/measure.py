@@ -49,7 +49,7 @@ def check_stop() -> None:
 
 
 def set_meter(meter: _Meter | None) -> None:
-    """A CPU meter (bench.cpu.CpuMeter) to read around every timed window."""
+    """A CPU meter (esdb_gater.bench.cpu.CpuMeter) to read around every timed window."""
     global _meter
     _meter = meter
 

@@ -17,19 +17,22 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
-from bench.measure import check_stop
-from shared.eventlog import H_COUNT, H_VERSION, JSON_CT, encode_events
-from shared.models.stream import EventIn
+from esdb_gater.bench.measure import check_stop
+from esdb_gater.shared.log.eventlog import H_COUNT, H_VERSION, JSON_CT, encode_events
+from esdb_gater.shared.models.stream import EventIn
 
 __all__ = [
     "DirectBatchRead",
     "Errors",
     "GatewayAppend",
+    "GatewayAppendMulti",
     "GatewayRead",
     "OrderedConsumerRead",
     "Pipeline",
     "RawAppend",
     "RawAtomicBatch",
+    "RawMultiBatch",
+    "SingleAppends",
     "ZeroCall",
     "commit_headers",
     "commit_payload",
@@ -37,7 +40,7 @@ __all__ = [
 ]
 
 TIMEOUT: Final = 5.0
-ERROR_CODE_HEADER: Final = "Nats-Service-Error-Code"  # shared.errors.ERROR_CODE_HEADER
+ERROR_CODE_HEADER: Final = "Nats-Service-Error-Code"  # esdb_gater.shared.core.errors.ERROR_CODE_HEADER
 H_EXPECT: Final = "Nats-Expected-Last-Subject-Sequence"
 EVENT_TYPE: Final = "BenchEvent"
 TEXT: Final = "x" * 160  # ~200 B of JSON per event, like the research notes' measurements
@@ -49,7 +52,7 @@ def event_json(i: int = 0) -> dict[str, Any]:
 
 
 def commit_payload(version: int) -> bytes:
-    """The body of a one-event commit, written by the log's own encoder (shared.eventlog), as the
+    """The body of a one-event commit, written by the log's own encoder (esdb_gater.shared.log.eventlog), as the
     stream service would store an append of ``event_json(version)``."""
     event = EventIn.model_construct(
         event_id=None,
@@ -214,6 +217,106 @@ class RawAtomicBatch:
             return
         self.last_seq = ack["seq"]
         self.errors.ok()
+
+
+class GatewayAppendMulti:
+    """``esdb.api.<store>.stream.append_multi``: one event on each of ``streams``, each with the
+    exact expected version (issue 12)."""
+
+    def __init__(self, nc: Client, store: str, streams: list[str], errors: Errors) -> None:
+        self.nc = nc
+        self.subject = f"esdb.api.{store}.stream.append_multi"
+        self.version_subject = f"esdb.api.{store}.stream.version"
+        self.streams = streams
+        self.versions = [-1] * len(streams)
+        self.errors = errors
+        self._events = json.dumps([event_json()], separators=(",", ":"))
+
+    def body(self) -> bytes:
+        parts = [
+            '{"stream_id":' + json.dumps(s) + ',"expected_version":' + str(v) + ',"events":' + self._events + "}"
+            for s, v in zip(self.streams, self.versions, strict=True)
+        ]
+        return ('{"appends":[' + ",".join(parts) + "]}").encode()
+
+    async def __call__(self) -> None:
+        try:
+            msg = await _request(self.nc, self.subject, self.body())
+        except Exception as exc:
+            self.errors.add(f"append_multi: {exc!r}")
+            await self._resync()
+            return
+        if msg.headers and ERROR_CODE_HEADER in msg.headers:
+            self.errors.add(f"append_multi: {msg.data[:200]!r}")
+            await self._resync()
+            return
+        self.versions = [r["version"] for r in json.loads(msg.data)["results"]]
+        self.errors.ok()
+
+    async def _resync(self) -> None:
+        for i, s in enumerate(self.streams):
+            try:
+                msg = await _request(self.nc, self.version_subject, json.dumps({"stream_id": s}).encode())
+                self.versions[i] = int(json.loads(msg.data)["version"])
+            except Exception:  # the next call reports the failure again
+                pass
+
+
+class SingleAppends:
+    """The same events as ``GatewayAppendMulti``, as one ``stream.append`` per stream, one after
+    the other (what a client without append_multi does, without its atomicity)."""
+
+    def __init__(self, nc: Client, store: str, streams: list[str], errors: Errors) -> None:
+        self.appends = [GatewayAppend(nc, store, s, 1, errors) for s in streams]
+
+    async def __call__(self) -> None:
+        for a in self.appends:
+            await a()
+
+
+class RawMultiBatch:
+    """An ADR-50 atomic batch of one message per subject, each with
+    Nats-Expected-Last-Subject-Sequence (the raw form of a multi-stream append)."""
+
+    def __init__(self, nc: Client, stream: str, subjects: list[str], errors: Errors) -> None:
+        self.nc = nc
+        self.stream = stream
+        self.subjects = subjects
+        self.last = [0] * len(subjects)
+        self.errors = errors
+        self.payload = json.dumps(event_json(), separators=(",", ":")).encode()
+        self._prefix = uuid.uuid4().hex[:16]
+        self._count = 0
+
+    async def __call__(self) -> None:
+        self._count += 1
+        bid = f"{self._prefix}{self._count}"
+        n = len(self.subjects)
+        try:
+            for i in range(n - 1):
+                headers = {"Nats-Batch-Id": bid, "Nats-Batch-Sequence": str(i + 1), H_EXPECT: str(self.last[i])}
+                await self.nc.publish(self.subjects[i], self.payload, headers=headers)
+            last = {"Nats-Batch-Id": bid, "Nats-Batch-Sequence": str(n), "Nats-Batch-Commit": "1"}
+            last[H_EXPECT] = str(self.last[-1])
+            ack = json.loads((await _request(self.nc, self.subjects[-1], self.payload, last)).data)
+        except Exception as exc:
+            self.errors.add(f"multi-subject batch: {exc!r}")
+            return
+        if ack.get("error") or ack.get("count") != n:
+            self.errors.add(f"multi-subject batch: {ack}")
+            await self._resync()
+            return
+        self.last = list(range(ack["seq"] - n + 1, ack["seq"] + 1))
+        self.errors.ok()
+
+    async def _resync(self) -> None:
+        for i, s in enumerate(self.subjects):
+            try:
+                req = json.dumps({"last_by_subj": s}).encode()
+                msg = await _request(self.nc, f"$JS.API.DIRECT.GET.{self.stream}", req)
+                self.last[i] = int((msg.headers or {}).get("Nats-Sequence", "0"))
+            except Exception:  # the next call reports the failure again
+                pass
 
 
 class ZeroCall:

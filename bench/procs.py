@@ -103,7 +103,7 @@ class Child:
 
 
 def service_child(nats_url: str, profile_to: str | None = None, service: str = "stream") -> Child:
-    """``python -m shared.cli serve stream --nats URL`` with stores created on first use.
+    """``python -m esdb_gater.cli serve stream --nats URL`` with stores created on first use.
 
     ``profile_to``: run it under cProfile and write the stats there when it stops."""
     env = dict(os.environ)
@@ -116,11 +116,11 @@ def service_child(nats_url: str, profile_to: str | None = None, service: str = "
     argv = [sys.executable]
     if profile_to:
         argv += ["-m", "cProfile", "-o", profile_to]
-    argv += ["-m", "shared.cli", "serve", service, "--nats", nats_url]
+    argv += ["-m", "esdb_gater.cli", "serve", service, "--nats", nats_url]
     return Child(f"{service}-service", argv, env)
 
 
 def zero_child(nats_url: str, subject: str, loop: str = "asyncio") -> Child:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    return Child("zero-responder", [sys.executable, "-m", "bench.zero", nats_url, subject, loop], env)
+    return Child("zero-responder", [sys.executable, "-m", "esdb_gater.bench.zero", nats_url, subject, loop], env)

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.measure import Sample
+from esdb_gater.bench.measure import Sample
 
 __all__ = ["Check", "Report", "Row"]
 

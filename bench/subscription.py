@@ -13,7 +13,7 @@ import msgpack
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from bench.measure import Sample
+from esdb_gater.bench.measure import Sample
 
 __all__ = ["gateway_catch_up", "raw_ordered_catch_up"]
 

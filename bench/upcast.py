@@ -19,9 +19,9 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from bench.measure import Sample, sequential
-from bench.ops import BenchError, Errors, GatewayRead
-from bench.report import Row
+from esdb_gater.bench.measure import Sample, sequential
+from esdb_gater.bench.ops import BenchError, Errors, GatewayRead
+from esdb_gater.bench.report import Row
 
 __all__ = ["UpcastResult", "measure_upcast_reads"]
 

@@ -1,4 +1,4 @@
-"""The zero-work responder: ``python -m bench.zero NATS_URL[,URL…] SUBJECT [uvloop|asyncio]``.
+"""The zero-work responder: ``python -m esdb_gater.bench.zero NATS_URL[,URL…] SUBJECT [uvloop|asyncio]``.
 
 A nats-py subscriber in a queue group that answers every request with ``b"{}"`` at once. The
 benchmark runs it in its own process, so one request to it costs exactly what one extra
@@ -53,7 +53,7 @@ async def serve(url: str, subject: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) not in (2, 3):
-        print("usage: python -m bench.zero NATS_URL SUBJECT [uvloop|asyncio]", file=sys.stderr)
+        print("usage: python -m esdb_gater.bench.zero NATS_URL SUBJECT [uvloop|asyncio]", file=sys.stderr)
         return 2
     loop = args[2] if len(args) == 3 else "asyncio"
     with contextlib.suppress(KeyboardInterrupt):

@@ -21,10 +21,11 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from shared.client import GaterClient
-from shared.natsserver import NatsServer
-from shared.runner import SERVICES, Running, start_services
-from shared.settings import QuotaSettings, Settings
+from esdb_gater.services import SERVICES, start_services
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.settings import QuotaSettings, Settings
+from esdb_gater.shared.runtime.runner import Running
+from esdb_gater.shared.tooling.natsserver import NatsServer
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -193,7 +194,7 @@ class Reply:
         if code in ERROR_STATUS:
             assert int(status) == ERROR_STATUS[code], (status, err)
         assert "Traceback" not in err["message"] and "Traceback" not in json.dumps(err["details"], default=str)
-        return err["details"]  # type: ignore[no-any-return]
+        return err["details"]
 
 
 class Wire:

@@ -27,7 +27,7 @@ import json
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -35,10 +35,10 @@ from pydantic.json_schema import models_json_schema
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared.codec import JSON, MSGPACK  # noqa: E402
-from shared.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorCode  # noqa: E402
-from shared.models.channel import Delivery  # noqa: E402
-from shared.models.stream import RecordedEvent  # noqa: E402
+from esdb_gater.shared.core.codec import JSON, MSGPACK  # noqa: E402
+from esdb_gater.shared.core.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorCode  # noqa: E402
+from esdb_gater.shared.models.channel import Delivery  # noqa: E402
+from esdb_gater.shared.models.stream import RecordedEvent  # noqa: E402
 from tools.gen_schemas import SERVICE_TABLES, ErrorEnvelope, _models, _patch_object  # noqa: E402
 
 OUT = ROOT / "docs" / "api" / "asyncapi.json"
@@ -71,10 +71,11 @@ def _schemas(
     """Every model's JSON Schema in one namespace (pydantic names clashing models apart), with the
     rules the models check in code added as in docs/api/schemas/."""
     unique = list(dict.fromkeys(wanted))
-    keys, top = models_json_schema(
+    out, top = models_json_schema(
         [(m, "validation" if mode == "validation" else "serialization") for m, mode in unique],
         ref_template=REF,
     )
+    keys = cast(dict[tuple[type[BaseModel], Mode], dict[str, Any]], out)  # only models went in
     defs: dict[str, Any] = top.get("$defs", {})
     by_name: dict[str, type[BaseModel]] = {}  # top-level request models by their definition's name
     by_title: dict[str, set[type[BaseModel]]] = {}  # every model by class name (the schema's title)
@@ -87,12 +88,12 @@ def _schemas(
             if mode == "validation":
                 inputs.add(nested)
     for name, sub in defs.items():
-        model = by_name.get(name)
-        if model is None and not name.endswith("-Output"):
+        owner = by_name.get(name)
+        if owner is None and not name.endswith("-Output"):
             same = by_title.get(sub.get("title", ""), set())
-            model = next(iter(same)) if len(same) == 1 and same <= inputs else None
-        if model is not None:
-            _patch_object(sub, model)
+            owner = next(iter(same)) if len(same) == 1 and same <= inputs else None
+        if owner is not None:
+            _patch_object(sub, owner)
     refs: dict[tuple[type[BaseModel], Mode], dict[str, Any]] = {
         (m, "validation" if mode == "validation" else "serialization"): r for (m, mode), r in keys.items()
     }
@@ -339,7 +340,9 @@ def build() -> dict[str, Any]:
 
 
 def render(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    # pydantic names clashing models by module path; the published names predate the esdb_gater
+    # namespace (shared__models__stream__ListRequest), so the prefix is left out
+    return json.dumps(doc, indent=2, ensure_ascii=False).replace("esdb_gater__shared__", "shared__") + "\n"
 
 
 def validate(doc: dict[str, Any]) -> list[str]:

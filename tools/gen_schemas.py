@@ -33,10 +33,10 @@ from pydantic import AliasChoices, BaseModel, Field
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorCode  # noqa: E402
-from shared.models.channel import Delivery  # noqa: E402
-from shared.runner import SERVICES  # noqa: E402
-from shared.subjects import MAX_STREAM_ID_BYTES  # noqa: E402
+from esdb_gater.services import SERVICES  # noqa: E402
+from esdb_gater.shared.core.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorCode  # noqa: E402
+from esdb_gater.shared.core.subjects import MAX_STREAM_ID_BYTES  # noqa: E402
+from esdb_gater.shared.models.channel import Delivery  # noqa: E402
 
 OUT = ROOT / "docs" / "api" / "schemas"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -35,14 +35,14 @@ sys.path.insert(0, str(ROOT))
 import nats  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
-from services.stream.service import OPS as STREAM_OPS  # noqa: E402
-from services.subscription.service import OPS as SUBSCRIPTION_OPS  # noqa: E402
-from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec  # noqa: E402
-from shared.endpoint import Op  # noqa: E402
-from shared.errors import ERROR_CODE_HEADER  # noqa: E402
-from shared.natsserver import NatsServer  # noqa: E402
-from shared.runner import start_services  # noqa: E402
-from shared.settings import Settings  # noqa: E402
+from esdb_gater.services import start_services  # noqa: E402
+from esdb_gater.services.stream.service import OPS as STREAM_OPS  # noqa: E402
+from esdb_gater.services.subscription.service import OPS as SUBSCRIPTION_OPS  # noqa: E402
+from esdb_gater.shared.core.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec  # noqa: E402
+from esdb_gater.shared.core.errors import ERROR_CODE_HEADER  # noqa: E402
+from esdb_gater.shared.core.settings import Settings  # noqa: E402
+from esdb_gater.shared.runtime.endpoint import Op  # noqa: E402
+from esdb_gater.shared.tooling.natsserver import NatsServer  # noqa: E402
 
 OUT = ROOT / "tests" / "wire"
 CODECS: dict[str, Codec] = {"json": JSON, "msgpack": MSGPACK}
@@ -78,6 +78,7 @@ ORDER_EVENTS = [
     ),
 ]
 SUBSCRIPTION = {"type": "stream", "selector": "order-1", "name": "audit"}
+UUID7 = "0190f1a2-0000-7000-8000-0000000000"  # + two digits: the golden event ids
 
 # (case, service token, op, request body, "reply" | "error", extra volatile names)
 CASES: list[tuple[str, str, str, dict[str, Any], str, list[str]]] = [
@@ -161,6 +162,47 @@ CASES: list[tuple[str, str, str, dict[str, Any], str, list[str]]] = [
         [],
     ),
     ("stream.version_at", "stream", "version_at", {"stream_id": "order-1", "timestamp": FAR_FUTURE_US}, "reply", []),
+    (
+        "stream.append_multi",
+        "stream",
+        "append_multi",
+        {
+            "appends": [
+                {
+                    "stream_id": "order-2",
+                    "expected_version": -1,
+                    "events": [_ev(f"{UUID7}05", "OrderPlaced", {"sku": "C"})],
+                },
+                {"stream_id": "invoice-2", "expected_version": -1, "events": [_ev(f"{UUID7}06", "Invoiced", {"n": 2})]},
+            ],
+            "checkpoint": {"name": "billing", "position": 1},
+        },
+        "reply",
+        ["first_notification_id"],  # position << 14
+    ),
+    (
+        "stream.append_multi-wrong_expected_version",
+        "stream",
+        "append_multi",
+        {
+            "appends": [
+                {"stream_id": "order-2", "expected_version": -1, "events": [_ev(f"{UUID7}07", "OrderPlaced", {})]},
+                {"stream_id": "invoice-9", "expected_version": -1, "events": [_ev(f"{UUID7}08", "Invoiced", {})]},
+            ],
+            "checkpoint": {"name": "billing", "position": 1},
+        },
+        "error",
+        [],
+    ),
+    ("stream.checkpoint", "stream", "checkpoint", {"name": "billing"}, "reply", []),
+    (
+        "stream.read_all",
+        "stream",
+        "read_all",
+        {"direction": "backward", "limit": 2},
+        "reply",
+        ["notification_id", "next", "last_notification_id"],  # position << 14 | index
+    ),
     (
         "subscription.save",
         "subscription",

@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from services.causation.indexer import IndexerPool
-from services.causation.store import CausationStore
-from shared.errors import NoCauseError, NotFoundError
-from shared.models.causation import (
+from esdb_gater.services.causation.indexer import IndexerPool
+from esdb_gater.services.causation.store import CausationStore
+from esdb_gater.shared.core.errors import NoCauseError, NotFoundError
+from esdb_gater.shared.models.causation import (
     CauseResponse,
     ChainRequest,
     CorrelatedRequest,
@@ -22,7 +22,7 @@ from shared.models.causation import (
     GraphRequest,
     GraphResponse,
 )
-from shared.models.stream import EventsResponse
+from esdb_gater.shared.models.stream import EventsResponse
 
 __all__ = ["CausationCtx", "cause", "chain", "correlated", "effects", "graph", "to_dot"]
 

@@ -19,9 +19,9 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from services.causation.store import CONSUMER, CausationStore
-from shared.jetstream import StoredMsg
-from shared.subjects import Subjects
+from esdb_gater.services.causation.store import CONSUMER, CausationStore
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.jetstream import StoredMsg
 
 __all__ = ["Indexer", "IndexerPool"]
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from services.causation import handlers as h
-from services.causation.indexer import IndexerPool
-from services.causation.store import CausationStore
-from shared.endpoint import Op, ServiceSpec
-from shared.models import causation as m
-from shared.models.stream import EventsResponse
+from typing import Final
+
+from nats.aio.client import Client
+
+from esdb_gater.services.causation import handlers as h
+from esdb_gater.services.causation.indexer import IndexerPool
+from esdb_gater.services.causation.store import CausationStore
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.jetstream import Log
+from esdb_gater.shared.models import causation as m
+from esdb_gater.shared.models.stream import EventsResponse
+from esdb_gater.shared.runtime.endpoint import Op, ServiceSpec
+from esdb_gater.shared.runtime.runner import Build, Resource
+from esdb_gater.shared.upcasting.registry import SchemaRegistry
 
 VERSION = "0.1.0"
 
@@ -33,15 +42,8 @@ def spec(
     )
 
 
-async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.CausationCtx], list[object]]:
-    from nats.aio.client import Client
-
-    from shared.jetstream import Log
-    from shared.settings import Settings
-    from shared.subjects import Subjects
-    from shared.upcasting import SchemaRegistry
-
-    assert isinstance(nc, Client) and isinstance(settings, Settings)
+async def build(nc: Client, settings: Settings) -> tuple[ServiceSpec[h.CausationCtx], list[Resource]]:
+    """Construct the service over a connection: (spec, resources to stop on the way out)."""
     subjects = Subjects(settings.subject_prefix)
     log = Log(nc, timeout=settings.request_timeout_s)
     await log.start()
@@ -50,3 +52,6 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.CausationCt
     await pool.start()
     registry = SchemaRegistry(log, subjects, idle_evict_s=settings.quotas.idle_evict_s)
     return spec(db, pool, registry.upcast, settings.service_name_prefix), [pool, registry, log]
+
+
+BUILD: Final[Build] = build

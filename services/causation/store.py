@@ -4,7 +4,7 @@ Each store's index stream ``<prefix>-ix-<store>`` (one message per subject: the 
 holds, for every event of the log:
 
 * ``<prefix>.ix.<store>.id.<token(event_id)>`` → msgpack ``{"s": stream_id, "q": position, "v": version}``
-  (the stream service writes the same subject and shape for idempotent appends);
+  (the stream service writes the same subject, without ``v``, for idempotent appends);
 * ``<prefix>.ix.<store>.cause.<token(causation_id)>.<token(event_id)>`` → the same value, for
   events whose ``metadata.causation_id`` is set;
 * ``<prefix>.ix.<store>.corr.<token(correlation_id)>.<token(event_id)>`` → the same value, for
@@ -14,6 +14,8 @@ An id is found with one Direct Get ``last_by_subj``; the effects or correlated e
 with batched Direct Gets ``next_by_subj`` on the wildcard ``….cause.<token>.*``. Every lookup
 then reads the event itself from the log by position (one Direct Get per append). No query ever
 reads a stream from its start.
+
+The stream's config and its records (``IndexEntry``) are owned by shared/log/index.py.
 
 Writes come from the indexers (indexer.py): every causation instance pulls from the store's
 durable consumer ``causation-ix`` on the log (explicit acks).
@@ -25,26 +27,32 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any, Final
 
-import msgpack
 from nats.aio.client import Client
 
-from shared.errors import UnavailableError
-from shared.eventlog import decode_commit
-from shared.jetstream import ERR_STREAM_NOT_FOUND, JS_BATCH_LIMIT, JetStreamApiError, Log, StoredMsg
-from shared.quotas import IdleMap
-from shared.settings import Settings
-from shared.stores import store_config
-from shared.subjects import Subjects
+from esdb_gater.shared.core.errors import UnavailableError
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.eventlog import decode_commit
+from esdb_gater.shared.log.index import IndexEntry, create_index_stream
+from esdb_gater.shared.log.jetstream import (
+    ERR_STREAM_NOT_FOUND,
+    JS_BATCH_LIMIT,
+    JetStreamApiError,
+    Log,
+    StoredMsg,
+    consistent_get,
+    consumer_info,
+    create_consumer,
+)
+from esdb_gater.shared.log.port import MsgGet
+from esdb_gater.shared.log.quotas import IdleMap
+from esdb_gater.shared.log.stores import StoreConfigs, last_position, list_stores
 
 __all__ = ["CONSUMER", "CausationStore", "IndexEntry"]
 
 CONSUMER: Final = "causation-ix"
-ERR_CONSUMER_NOT_FOUND: Final = 10014
-ERR_STREAM_NAME_IN_USE: Final = 10058
 MAX_ID_BYTES: Final = 1024  # longer ids are not indexed (requests accept up to 256)
 PARALLEL_GETS: Final = 64
-
-IndexEntry = dict[str, Any]  # {"s": stream_id, "q": position, "v": version}
 
 
 class CausationStore:
@@ -55,22 +63,13 @@ class CausationStore:
         self.subjects = subjects
         self.settings = settings
         # per-store state, dropped when idle (ADR 0016)
-        self._cfg: IdleMap[str, tuple[int, str]] = IdleMap(settings.quotas.idle_evict_s)
+        self.configs = StoreConfigs(log, subjects, settings.quotas.idle_evict_s)
         self._ready: IdleMap[str, bool] = IdleMap(settings.quotas.idle_evict_s)
 
     # --- stores -------------------------------------------------------------------------------
     async def stores(self) -> list[str]:
         """Every store: the log streams ``<prefix>-log-<store>``."""
-        prefix = self.subjects.log_stream_prefix()
-        out: list[str] = []
-        offset = 0
-        while True:
-            reply = await self.log.api("$JS.API.STREAM.NAMES", {"offset": offset})
-            names = reply.get("streams") or []
-            out.extend(n[len(prefix) :] for n in names if n.startswith(prefix))
-            offset += len(names)
-            if not names or offset >= int(reply.get("total", 0)):
-                return out
+        return await list_stores(self.log, self.subjects)
 
     async def written(self, store: str) -> bool:
         """Whether the store's log ever took an append: a store never written gets no index
@@ -82,37 +81,15 @@ class CausationStore:
                 return False
             raise
 
-    async def store_cfg(self, store: str) -> tuple[int, str]:
-        """(replicas, storage) of the store's log; ``store_not_found`` when there is none."""
-        cfg = self._cfg.get(store)
-        if cfg is None:
-            found = await store_config(self.log, self.subjects, None, store)
-            cfg = (found.replicas, found.storage)
-            self._cfg[store] = cfg
-        return cfg
+    async def replicas(self, store: str) -> int:
+        """The replicas of the store's log; ``store_not_found`` when there is none."""
+        return (await self.configs.get(store)).replicas
 
     async def ensure(self, store: str) -> None:
         """The store's index stream and the indexer's consumer exist (idempotent)."""
         if store in self._ready:
             return
-        replicas, storage = await self.store_cfg(store)
-        name = self.subjects.index_stream(store)
-        body = {  # the same config the stream service creates it with
-            "name": name,
-            "description": f"esdb-gater indexes of store {store}",
-            "subjects": [f"{self.subjects.index_root(store)}.>"],
-            "storage": storage,
-            "num_replicas": replicas,
-            "max_msgs_per_subject": 1,
-            "discard": "old",
-            "allow_direct": True,
-            "metadata": {"esdb_gater_store": store},
-        }
-        try:
-            await self.log.api(f"$JS.API.STREAM.CREATE.{name}", body)
-        except JetStreamApiError as exc:
-            if exc.err_code != ERR_STREAM_NAME_IN_USE:
-                raise
+        await create_index_stream(self.log, self.subjects, store, await self.configs.get(store))
         log_stream = self.subjects.log_stream(store)
         cfg = {
             "durable_name": CONSUMER,
@@ -125,15 +102,12 @@ class CausationStore:
             "max_ack_pending": 20_000,
             "replay_policy": "instant",
         }
-        await self.log.api(
-            f"$JS.API.CONSUMER.CREATE.{log_stream}.{CONSUMER}",
-            {"stream_name": log_stream, "config": cfg, "action": "create"},
-        )
+        await create_consumer(self.log, log_stream, CONSUMER, cfg)
         self._ready.add(store)
 
     def forget(self, store: str) -> None:
         self._ready.discard(store)
-        self._cfg.pop(store, None)
+        self.configs.forget(store)
 
     # --- indexing -------------------------------------------------------------------------------
     def entries_of(self, store: str, sm: StoredMsg, stream_id: str) -> list[tuple[str, bytes]]:
@@ -144,7 +118,7 @@ class CausationStore:
             eid = ev["event_id"]
             if len(eid.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
                 continue
-            value = msgpack.packb({"s": stream_id, "q": sm.seq, "v": ev["version"]})
+            value = IndexEntry(stream_id, sm.seq, ev["version"]).encode()
             out.append((self.subjects.index_event_id(store, eid), value))
             if derived:
                 continue
@@ -164,23 +138,19 @@ class CausationStore:
             await asyncio.gather(*(self.log.publish(subject, value, {}) for subject, value in chunk))
 
     async def consumer_state(self, store: str) -> dict[str, Any] | None:
-        try:
-            return await self.log.api(f"$JS.API.CONSUMER.INFO.{self.subjects.log_stream(store)}.{CONSUMER}")
-        except JetStreamApiError as exc:
-            if exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
-                self.forget(store)
-                return None
-            raise
+        ci = await consumer_info(self.log, self.subjects.log_stream(store), CONSUMER)
+        if ci is None:
+            self.forget(store)
+        return ci
 
     async def last_seq(self, store: str) -> int:
-        si = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.log_stream(store)}")
-        return int(si.get("state", {}).get("last_seq", 0))
+        return await last_position(self.log, self.subjects, store)
 
     async def wait_indexed(self, store: str, within: float) -> None:
         """Return once every append made before the call is indexed; ``unavailable`` (retryable)
         when the indexer is further behind than ``within`` seconds allow. A store never written
         has nothing to index: no consumer is made for it."""
-        await self.store_cfg(store)  # store_not_found
+        await self.configs.get(store)  # store_not_found
         if store not in self._ready and await self.last_seq(store) == 0:
             return
         await self.ensure(store)
@@ -205,20 +175,12 @@ class CausationStore:
             ci = await self.consumer_state(store)
 
     # --- lookups ----------------------------------------------------------------------------------
-    async def _get(self, stream: str, req: dict[str, Any], replicas: int) -> StoredMsg | None:
-        if replicas > 1:
-            return await self.log.leader_get(stream, req)
-        return await self.log.direct_get(stream, req)
-
     async def lookup(self, store: str, event_id: str) -> IndexEntry | None:
-        replicas, _ = await self.store_cfg(store)
-        sm = await self._get(
-            self.subjects.index_stream(store), {"last_by_subj": self.subjects.index_event_id(store, event_id)}, replicas
-        )
+        req: MsgGet = {"last_by_subj": self.subjects.index_event_id(store, event_id)}
+        sm = await consistent_get(self.log, self.subjects.index_stream(store), req, await self.replicas(store))
         if sm is None or not sm.data:
             return None
-        entry: IndexEntry = msgpack.unpackb(sm.data, raw=False)
-        return entry
+        return IndexEntry.decode(sm.data)
 
     async def scan_index(self, store: str, wildcard: str) -> list[IndexEntry]:
         """Every entry under ``wildcard`` (batched Direct Gets, paged by sequence)."""
@@ -229,37 +191,37 @@ class CausationStore:
             batch, pending = await self.log.direct_batch(
                 name, {"seq": seq, "batch": JS_BATCH_LIMIT, "next_by_subj": wildcard, "max_bytes": 4 * 1024 * 1024}
             )
-            out.extend(msgpack.unpackb(sm.data, raw=False) for sm in batch if sm.data)
+            out.extend(IndexEntry.decode(sm.data) for sm in batch if sm.data)
             if not batch or pending <= 0:
                 return out
             seq = batch[-1].seq + 1
 
     async def effects(self, store: str, event_id: str) -> list[IndexEntry]:
-        await self.store_cfg(store)
+        await self.configs.get(store)
         return await self.scan_index(store, self.subjects.index_cause(store, event_id))
 
     async def correlated(self, store: str, correlation_id: str) -> list[IndexEntry]:
-        await self.store_cfg(store)
+        await self.configs.get(store)
         return await self.scan_index(store, self.subjects.index_corr(store, correlation_id))
 
     async def events(self, store: str, entries: Iterable[IndexEntry]) -> list[dict[str, Any]]:
         """The events the entries point at, read from the log (one Direct Get per append).
         Entries whose append is gone (scavenged, stream deleted) are left out."""
-        replicas, _ = await self.store_cfg(store)
+        replicas = await self.replicas(store)
         wanted: dict[int, list[IndexEntry]] = {}
         for e in entries:
-            wanted.setdefault(int(e["q"]), []).append(e)
+            wanted.setdefault(e.position, []).append(e)
         sem = asyncio.Semaphore(PARALLEL_GETS)
         log_stream = self.subjects.log_stream(store)
 
         async def fetch(seq: int) -> list[dict[str, Any]]:
             async with sem:
-                sm = await self._get(log_stream, {"seq": seq}, replicas)
+                sm = await consistent_get(self.log, log_stream, {"seq": seq}, replicas)
             group = wanted[seq]
-            if sm is None or sm.subject != self.subjects.log_subject(store, str(group[0]["s"])):
+            if sm is None or sm.subject != self.subjects.log_subject(store, group[0].stream_id):
                 return []
-            rows = {ev["version"]: ev for ev in decode_commit(sm, str(group[0]["s"]))}
-            return [rows[int(e["v"])] for e in group if int(e["v"]) in rows]
+            rows = {ev["version"]: ev for ev in decode_commit(sm, group[0].stream_id)}
+            return [rows[e.version] for e in group if e.version in rows]
 
         found = await asyncio.gather(*(fetch(seq) for seq in wanted))
         return [ev for group in found for ev in group]
@@ -271,11 +233,11 @@ class CausationStore:
         entry = await self.lookup(store, event_id)
         if entry is None:
             return None
-        replicas, _ = await self.store_cfg(store)
-        sm = await self._get(self.subjects.log_stream(store), {"seq": int(entry["q"])}, replicas)
-        if sm is None or sm.subject != self.subjects.log_subject(store, str(entry["s"])):
+        replicas = await self.replicas(store)
+        sm = await consistent_get(self.log, self.subjects.log_stream(store), {"seq": entry.position}, replicas)
+        if sm is None or sm.subject != self.subjects.log_subject(store, entry.stream_id):
             return None  # removed since (scavenged, stream deleted)
-        for ev in decode_commit(sm, str(entry["s"])):
+        for ev in decode_commit(sm, entry.stream_id):
             if ev["event_id"] == event_id:
                 return ev
         return None

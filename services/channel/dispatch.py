@@ -27,9 +27,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from services.channel.policy import PRIORITIES, Priority
-from shared.errors import UnavailableError
-from shared.memory import MemoryMonitor
+from esdb_gater.services.channel.policy import PRIORITIES, Priority
+from esdb_gater.shared.core.errors import UnavailableError
+from esdb_gater.shared.runtime.memory import MemoryMonitor
 
 __all__ = ["Dispatcher"]
 

@@ -1,4 +1,4 @@
-"""One async function per subject of the channel service.
+"""One async function per subject of the channel service. No bytes, headers or JetStream here.
 
 Publish checks, in order: the channel exists; its priority is not being shed; the capability
 token (per the channel's mode); the HMAC signature (stateless part). The rest runs as a job at
@@ -12,12 +12,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from services.channel.dispatch import Dispatcher
-from services.channel.policy import Authorizer, ChannelTable, HmacPolicy
-from services.channel.store import ChannelStore
-from shared import security
-from shared.errors import InvalidRequestError, RateLimitedError
-from shared.models.channel import (
+from esdb_gater.services.channel.dispatch import Dispatcher
+from esdb_gater.services.channel.policy import Authorizer, ChannelTable, HmacPolicy
+from esdb_gater.services.channel.store import ChannelStore
+from esdb_gater.shared.core.errors import InvalidRequestError, RateLimitedError
+from esdb_gater.shared.models.channel import (
     ChannelsRequest,
     ChannelsResponse,
     HistoryRequest,
@@ -28,7 +27,8 @@ from shared.models.channel import (
     SubscribeResponse,
     UnsubscribeRequest,
 )
-from shared.models.common import OkResponse
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.security import signing as security
 
 
 @dataclass(frozen=True, slots=True)

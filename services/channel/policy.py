@@ -11,10 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from shared import authz, capability, security
-from shared.errors import NotFoundError
-from shared.models.channel import ChannelInfo
-from shared.settings import ChannelsSettings
+from esdb_gater.shared.core.errors import NotFoundError
+from esdb_gater.shared.core.settings import ChannelsSettings
+from esdb_gater.shared.models.channel import ChannelInfo
+from esdb_gater.shared.security import authz, capability
+from esdb_gater.shared.security import signing as security
 
 __all__ = ["DEFAULT_TABLE", "Authorizer", "ChannelConfig", "ChannelTable", "HmacPolicy"]
 

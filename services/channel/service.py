@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from services.channel import handlers as h
-from services.channel.policy import Authorizer
-from shared.endpoint import Op, ServiceSpec
-from shared.models import channel as m
-from shared.models.common import OkResponse
+from typing import Final
+
+from nats.aio.client import Client
+
+from esdb_gater.services.channel import handlers as h
+from esdb_gater.services.channel.dispatch import Dispatcher
+from esdb_gater.services.channel.policy import Authorizer, ChannelTable, HmacPolicy
+from esdb_gater.services.channel.store import ChannelStore
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.jetstream import Log
+from esdb_gater.shared.models import channel as m
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.runtime.endpoint import Op, ServiceSpec
+from esdb_gater.shared.runtime.memory import MemoryMonitor
+from esdb_gater.shared.runtime.runner import Build, Resource
+from esdb_gater.shared.security import authz
+from esdb_gater.shared.security.signing import resolve_secret
 
 VERSION = "0.1.0"
 
@@ -26,14 +39,9 @@ OPS: list[Op[h.ChannelCtx]] = [
 ]
 
 
-def _authorizer(nc: object, settings: object) -> Authorizer:
+def _authorizer(nc: Client, settings: Settings) -> Authorizer:
     """The channel policy's trust settings: ``channels.*`` where set, else ``security.*``;
     trusted issuers are both lists plus the services' own DID (docs/security.md)."""
-    from services.channel.policy import Authorizer
-    from shared import authz
-    from shared.settings import Settings
-
-    assert isinstance(settings, Settings)
     cfg, sec = settings.channels, settings.security
     realm = cfg.realm if "realm" in cfg.model_fields_set else sec.realm
     audience = cfg.audience or sec.audience
@@ -45,19 +53,8 @@ def _authorizer(nc: object, settings: object) -> Authorizer:
     return Authorizer(realm, verifier.trusted_issuers, audience, cfg.capability_leeway_s, verifier)
 
 
-async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.ChannelCtx], list[object]]:
-    from nats.aio.client import Client
-
-    from services.channel.dispatch import Dispatcher
-    from services.channel.policy import ChannelTable, HmacPolicy
-    from services.channel.store import ChannelStore
-    from shared.jetstream import Log
-    from shared.memory import MemoryMonitor
-    from shared.security import resolve_secret
-    from shared.settings import Settings
-    from shared.subjects import Subjects
-
-    assert isinstance(nc, Client) and isinstance(settings, Settings)
+async def build(nc: Client, settings: Settings) -> tuple[ServiceSpec[h.ChannelCtx], list[Resource]]:
+    """Construct the service over a connection: (spec, resources to stop on the way out)."""
     cfg = settings.channels
     subjects = Subjects(settings.subject_prefix)
     table = ChannelTable(cfg, floor=settings.security.capability_mode)
@@ -103,3 +100,6 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.ChannelCtx]
     )
     # stopped in this order after the endpoints drain: queued jobs, the forwarding watch, the inbox
     return spec, [dispatcher, store, log]
+
+
+BUILD: Final[Build] = build

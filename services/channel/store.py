@@ -23,6 +23,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -30,23 +31,27 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
-from services.channel.policy import ChannelConfig
-from shared.codec import JSON
-from shared.errors import InvalidRequestError, PayloadTooLargeError, QuotaExceededError, UnavailableError
-from shared.jetstream import JetStreamApiError, Log
-from shared.models.channel import ChannelMessage
-from shared.quotas import check_quota
-from shared.settings import ChannelsSettings
-from shared.subjects import Subjects
-from shared.telemetry import CHANNEL_BROADCAST, emit, instruments, system_time_ms
-from shared.telemetry import active as telemetry_active
+from esdb_gater.services.channel.policy import ChannelConfig
+from esdb_gater.shared.core.codec import JSON
+from esdb_gater.shared.core.errors import (
+    InvalidRequestError,
+    PayloadTooLargeError,
+    QuotaExceededError,
+    UnavailableError,
+)
+from esdb_gater.shared.core.settings import ChannelsSettings
+from esdb_gater.shared.core.subjects import H_CHANNEL_SEQ, Subjects
+from esdb_gater.shared.core.telemetry import CHANNEL_BROADCAST, emit, instruments, system_time_ms
+from esdb_gater.shared.core.telemetry import active as telemetry_active
+from esdb_gater.shared.log.jetstream import ERR_STREAM_NAME_IN_USE, JetStreamApiError, Log
+from esdb_gater.shared.log.quotas import check_quota
+from esdb_gater.shared.models.channel import ChannelMessage
 
 __all__ = ["ChannelStore", "Forward", "Prepared", "topic_matches"]
 
 log = logging.getLogger(__name__)
 
-SEQ_HEADER: Final = "Esdb-Seq"
-ERR_STREAM_NAME_IN_USE: Final = 10058
+SEQ_HEADER: Final = H_CHANNEL_SEQ  # the channel message's sequence header
 _NS: Final = 1_000_000_000
 
 
@@ -125,6 +130,7 @@ class ChannelStore:
         self._synced = asyncio.Event()
         # security.target_allow["_"]: prefixes a deliver_to must also start with (ADR 0013)
         self.target_allow: list[str] | None = None
+        self.clock: Callable[[], float] = time.time  # wall clock of the rate limits' seconds (tests pin it)
 
     # --- set-up -----------------------------------------------------------------------------
     async def _ensure_stream(self, config: dict[str, Any]) -> None:
@@ -215,7 +221,7 @@ class ChannelStore:
     async def allow(self, channel: str, topic: str, limit: int) -> bool:
         """One more message on (channel, topic) this second, if under ``limit``: counted here
         first (a topic already over its limit costs no round trip), then on the shared counter."""
-        sec = int(time.time())
+        sec = int(self.clock())
         key = (channel, topic)
         window = self._local.get(key)
         if window is None or window[0] != sec:
@@ -231,7 +237,7 @@ class ChannelStore:
         ack = await self.log.publish_ack(self.subjects.channel_rate(channel, sec, topic), b"", {"Nats-Incr": "+1"})
         return int(ack.get("val", "0")) <= limit
 
-    # --- replay guard (shared.security.ReplayGuard) --------------------------------------------
+    # --- replay guard (esdb_gater.shared.security.signing.ReplayGuard) --------------------------------------------
     async def first_seen(self, signature: str, expires_at: float) -> bool:
         ack = await self.log.publish(self.subjects.channel_replay(), b"", {"Nats-Msg-Id": signature})
         return not ack.duplicate

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.health.store import Probes
-from shared.errors import GatewayError, UnavailableError
-from shared.memory import MemoryMonitor
-from shared.models.common import OkResponse
-from shared.models.health import (
+from esdb_gater.services.health.store import Probes
+from esdb_gater.shared.core.errors import GatewayError, UnavailableError
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.models.health import (
     HealthCheckRequest,
     HealthReport,
     MemoryLevelResponse,
@@ -16,6 +15,7 @@ from shared.models.health import (
     MemoryStatsResponse,
     QuickCheckRequest,
 )
+from esdb_gater.shared.runtime.memory import MemoryMonitor
 
 __all__ = ["HealthCtx", "check", "memory_level", "memory_stats", "quick"]
 
@@ -39,7 +39,7 @@ async def check(req: HealthCheckRequest, ctx: HealthCtx) -> HealthReport:
     weak: list[str] = []  # degraded
     checks: dict[str, dict[str, object]] = {}
 
-    nats: dict[str, object] = {"ok": ctx.probes.nc.is_connected}
+    nats: dict[str, object] = {"ok": ctx.probes.connected()}
     try:
         nats["rtt_ms"] = await ctx.probes.rtt_ms()
     except Exception as exc:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from services.health import handlers as h
-from services.health.store import Probes
-from shared.endpoint import Op, ServiceSpec
-from shared.memory import MemoryMonitor, monitor_from
-from shared.models import health as m
-from shared.models.common import OkResponse
+from typing import Final
+
+from nats.aio.client import Client
+
+from esdb_gater.services import SERVICES
+from esdb_gater.services.health import handlers as h
+from esdb_gater.services.health.store import Probes
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.jetstream import Log
+from esdb_gater.shared.models import health as m
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.runtime.endpoint import Op, ServiceSpec
+from esdb_gater.shared.runtime.memory import MemoryMonitor, monitor_from
+from esdb_gater.shared.runtime.runner import Build, Resource
 
 VERSION = "0.1.0"
 
@@ -43,15 +52,8 @@ def spec(
     )
 
 
-async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.HealthCtx], list[object]]:
-    from nats.aio.client import Client
-
-    from shared.jetstream import Log
-    from shared.runner import SERVICES
-    from shared.settings import Settings
-    from shared.subjects import Subjects
-
-    assert isinstance(nc, Client) and isinstance(settings, Settings)
+async def build(nc: Client, settings: Settings) -> tuple[ServiceSpec[h.HealthCtx], list[Resource]]:
+    """Construct the service over a connection: (spec, resources to stop on the way out)."""
     log = Log(nc, timeout=settings.request_timeout_s)
     await log.start()
     prefix = settings.service_name_prefix
@@ -59,3 +61,6 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.HealthCtx],
     expected = [f"{prefix}-{n}" for n in names]
     probes = Probes(nc, log, Subjects(settings.subject_prefix))
     return spec(probes, monitor_from(settings), expected, sorted(settings.stores), prefix), [log]
+
+
+BUILD: Final[Build] = build

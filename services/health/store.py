@@ -13,9 +13,10 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from shared.errors import StoreNotFoundError, UnavailableError
-from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log
-from shared.subjects import Subjects
+from esdb_gater.shared.core.errors import StoreNotFoundError, UnavailableError
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log
+from esdb_gater.shared.log.stores import list_stores
 
 __all__ = ["Probes"]
 
@@ -25,6 +26,10 @@ class Probes:
         self.nc = nc
         self.log = log
         self.subjects = subjects
+
+    def connected(self) -> bool:
+        """Whether the NATS connection is up."""
+        return bool(self.nc.is_connected)
 
     async def rtt_ms(self) -> float:
         started = time.perf_counter()
@@ -42,16 +47,7 @@ class Probes:
         }
 
     async def stores(self) -> list[str]:
-        prefix = self.subjects.log_stream_prefix()
-        out: list[str] = []
-        offset = 0
-        while True:
-            reply = await self.log.api("$JS.API.STREAM.NAMES", {"offset": offset})
-            names = reply.get("streams") or []
-            out.extend(n[len(prefix) :] for n in names if n.startswith(prefix))
-            offset += len(names)
-            if not names or offset >= int(reply.get("total", 0)):
-                return sorted(out)
+        return await list_stores(self.log, self.subjects)
 
     async def store(self, store: str) -> dict[str, Any]:
         """The store's log stream; ``store_not_found`` / ``unavailable`` naming the problem."""

@@ -33,22 +33,22 @@ import msgpack
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from services.link.rules import compile_filter, compile_transform, pattern_regex, uses_matches
-from services.link.store import Checkpoint, Definition, LinkStore, Stats
-from shared.errors import (
+from esdb_gater.services.link.rules import compile_filter, compile_transform, pattern_regex, uses_matches
+from esdb_gater.services.link.store import Checkpoint, Definition, LinkStore, Stats
+from esdb_gater.shared.core.errors import (
     GatewayTimeoutError,
     InvalidRequestError,
     PayloadTooLargeError,
     UnavailableError,
     WrongExpectedVersionError,
 )
-from shared.eventlog import decode_commit
-from shared.jetstream import StoredMsg
-from shared.lease import Lease, LeaseSupervisor
-from shared.models.link import DERIVED_PREFIX
-from shared.patterns import run_matching
-from shared.subjects import Subjects
-from shared.telemetry import emit
+from esdb_gater.shared.core.patterns import run_matching
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.core.telemetry import emit
+from esdb_gater.shared.log.eventlog import decode_commit
+from esdb_gater.shared.log.jetstream import StoredMsg
+from esdb_gater.shared.log.lease import Lease, LeaseSupervisor
+from esdb_gater.shared.models.link import DERIVED_PREFIX
 
 __all__ = ["BATCH_BY_LEVEL", "Driver", "MemoryLevel", "Supervisor", "derived_event_id"]
 
@@ -360,7 +360,7 @@ class Driver:
                 await asyncio.sleep(delay)  # same ids at the same version: a resend is recognised
                 delay = min(delay * 2, 5.0)
                 continue
-            self.version = int(reply["version"])
+            self.version = reply.version
             self.checkpoint = chunk[-1].mark
             self._ck_rev = await self.store.save_checkpoint(
                 self.d, Checkpoint(*self.checkpoint, link_version=self.version), self._ck_rev

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 
-from services.link.driver import Supervisor
-from services.link.store import Definition, LinkStore
-from shared.errors import InvalidRequestError, NotFoundError
-from shared.lease import lease_holder
-from shared.models.common import OkResponse
-from shared.models.link import (
+from esdb_gater.services.link.driver import Supervisor
+from esdb_gater.services.link.store import Definition, LinkStore
+from esdb_gater.shared.core.errors import InvalidRequestError, NotFoundError
+from esdb_gater.shared.core.telemetry import emit
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.models.link import (
     DERIVED_PREFIX,
     CreateLinkRequest,
     DeleteLinkRequest,
@@ -22,7 +21,6 @@ from shared.models.link import (
     ListLinksRequest,
     StreamSource,
 )
-from shared.telemetry import emit
 
 MAX_CHAIN: int = 64
 
@@ -38,7 +36,7 @@ class LinkCtx:
 async def _info(ctx: LinkCtx, d: Definition) -> LinkInfo:
     stats = await ctx.links.stats(d)
     lag = await ctx.links.lag(d, stats)
-    lease = await ctx.links.lease_value(d)
+    holder = await ctx.links.holder(d)
     return LinkInfo(
         name=d.name,
         stream_id=d.stream_id,
@@ -48,7 +46,7 @@ async def _info(ctx: LinkCtx, d: Definition) -> LinkInfo:
         backfill=d.backfill,
         status=d.status,
         error=d.error,
-        active=lease_holder(lease) is not None,
+        active=holder is not None,
         events_processed=stats.processed,
         events_filtered=stats.filtered,
         lag=lag,
@@ -93,16 +91,10 @@ async def create(req: CreateLinkRequest, ctx: LinkCtx) -> LinkInfo:
     return await _info(ctx, d)
 
 
-def _released(value: bytes | None, ttl_s: float) -> bool:
+def _released(expires: float | None, ttl_s: float) -> bool:
     """The driving instance gave the lease up (it stops forwarding before it does), or the lease
     ran out a whole TTL ago: a live holder renews it every quarter TTL, so its holder is gone."""
-    if not value:
-        return True
-    try:
-        expires = float(json.loads(value).get("expires", 0))
-    except (ValueError, AttributeError):
-        return True
-    return expires == 0 or time.time() > expires + ttl_s
+    return expires is None or expires == 0 or time.time() > expires + ttl_s
 
 
 async def _wait_released(ctx: LinkCtx, d: Definition) -> None:
@@ -110,7 +102,7 @@ async def _wait_released(ctx: LinkCtx, d: Definition) -> None:
     run out)."""
     deadline = time.monotonic() + 2 * ctx.lease_ttl_s + 20.0
     while time.monotonic() < deadline:
-        if _released(await ctx.links.lease_value(d), ctx.lease_ttl_s):
+        if _released(await ctx.links.lease_expiry(d), ctx.lease_ttl_s):
             return
         await asyncio.sleep(0.05)
 

@@ -12,8 +12,8 @@ import copy
 from collections.abc import Callable
 from typing import Any, Final
 
-from shared.models.link import FieldFilter, GroupFilter, Transform
-from shared.patterns import glob, matcher
+from esdb_gater.shared.core.patterns import glob, matcher
+from esdb_gater.shared.models.link import FieldFilter, GroupFilter, Transform
 
 __all__ = ["MISSING", "compile_filter", "compile_transform", "pattern_regex", "resolve", "uses_matches"]
 
@@ -31,7 +31,7 @@ MISSING: Final = _Missing()
 
 def pattern_regex(pattern: str) -> Any:
     """``*`` = any run of characters (also none); every other character is literal; anchored
-    (an RE2 regex: use ``fullmatch``; linear time, shared/patterns.py)."""
+    (an RE2 regex: use ``fullmatch``; linear time, shared/core/patterns.py)."""
     return glob(pattern)
 
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from services.link import handlers as h
-from services.link.driver import MemoryLevel, Supervisor
-from services.link.store import LinkStore
-from shared.endpoint import Op, ServiceSpec
-from shared.models import link as m
-from shared.models.common import OkResponse
+from typing import Final
+
+from nats.aio.client import Client
+
+from esdb_gater.services.link import handlers as h
+from esdb_gater.services.link.driver import MemoryLevel, Supervisor
+from esdb_gater.services.link.store import LinkStore
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.jetstream import Log
+from esdb_gater.shared.models import link as m
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.runtime.endpoint import Op, ServiceSpec
+from esdb_gater.shared.runtime.memory import MemoryMonitor
+from esdb_gater.shared.runtime.runner import Build, Resource
 
 VERSION = "0.1.0"
 
@@ -33,14 +42,8 @@ def spec(links: LinkStore, supervisor: Supervisor, lease_ttl_s: float, prefix: s
     )
 
 
-async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.LinkCtx], list[object]]:
-    from nats.aio.client import Client
-
-    from shared.jetstream import Log
-    from shared.settings import Settings
-    from shared.subjects import Subjects
-
-    assert isinstance(nc, Client) and isinstance(settings, Settings)
+async def build(nc: Client, settings: Settings) -> tuple[ServiceSpec[h.LinkCtx], list[Resource]]:
+    """Construct the service over a connection: (spec, resources to stop on the way out)."""
     subjects = Subjects(settings.subject_prefix)
     log = Log(nc, timeout=settings.request_timeout_s)
     await log.start()
@@ -58,12 +61,8 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.LinkCtx], l
     return spec(links, supervisor, settings.lease_ttl_s, settings.service_name_prefix), [supervisor, log]
 
 
-def _memory_level(settings: object) -> MemoryLevel:
-    """The process's memory level (shared/memory.py): link backfill slows down under pressure."""
-    from shared.memory import MemoryMonitor
-    from shared.settings import Settings
-
-    assert isinstance(settings, Settings)
+def _memory_level(settings: Settings) -> MemoryLevel:
+    """The process's memory level (shared/runtime/memory.py): link backfill slows down under pressure."""
     mem = settings.memory
     monitor = MemoryMonitor(
         elevated=mem.elevated,
@@ -72,3 +71,6 @@ def _memory_level(settings: object) -> MemoryLevel:
         sample_interval_s=mem.sample_interval_s,
     )
     return monitor.level
+
+
+BUILD: Final[Build] = build

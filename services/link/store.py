@@ -29,24 +29,40 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from shared.errors import (
+from esdb_gater.shared.core.errors import (
     AlreadyExistsError,
     GatewayError,
     NotFoundError,
-    StoreNotFoundError,
     StreamNotFoundError,
 )
-from shared.eventlog import decode_commit
-from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log, kv_values, open_kv
-from shared.models.link import CreateLinkRequest, derived_stream
-from shared.peers import Peers
-from shared.quotas import IdleMap, check_quota
-from shared.settings import Settings
-from shared.subjects import Subjects
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.eventlog import decode_commit
+from esdb_gater.shared.log.jetstream import (
+    ERR_STREAM_NOT_FOUND,
+    JetStreamApiError,
+    Log,
+    consumer_info,
+    create_consumer,
+    delete_consumer,
+    open_kv,
+)
+from esdb_gater.shared.log.kv import kv_values
+from esdb_gater.shared.log.lease import lease_holder
+from esdb_gater.shared.log.quotas import check_quota
+from esdb_gater.shared.log.stores import KnownStores, last_position
+from esdb_gater.shared.models.link import CreateLinkRequest, derived_stream
+from esdb_gater.shared.models.peer_ops import STREAM_APPEND, STREAM_DELETE, STREAM_FORWARD, STREAM_VERSION
+from esdb_gater.shared.models.stream import (
+    AppendRequest,
+    AppendResponse,
+    DeleteRequest,
+    ForwardRequest,
+    VersionRequest,
+)
+from esdb_gater.shared.runtime.peers import Peers, make_request
 
 __all__ = ["Checkpoint", "Definition", "LinkStore", "Stats", "link_key"]
-
-ERR_CONSUMER_NOT_FOUND = 10014
 
 
 def link_key(name: str) -> str:
@@ -135,7 +151,7 @@ class LinkStore:
         self.settings = settings
         self.peers = Peers(nc, subjects, timeout=settings.request_timeout_s)
         self.kv: Any = None
-        self._stores: IdleMap[str, bool] = IdleMap(settings.quotas.idle_evict_s)  # stores known to exist
+        self.stores = KnownStores(self.peers, settings)  # stores known to exist, dropped when idle
 
     async def open(self) -> None:
         bucket = self.subjects.links_bucket()
@@ -151,17 +167,7 @@ class LinkStore:
     async def ensure_store(self, store: str, *, create: bool = False) -> None:
         """``store_not_found`` unless the store exists; ``create`` (writes only, ADR 0016): make
         it when stores are created on first use. Reads never create a store."""
-        if store in self._stores:
-            return
-        try:
-            await self.peers.call(store, "store", "info", {})
-        except StoreNotFoundError:
-            if not self.settings.auto_create_stores:
-                raise
-            if not create:
-                return  # a read: answered as for an empty store, and nothing is made (ADR 0016)
-            await self.peers.call(store, "store", "create", {}, internal=True)  # counted as made on first use
-        self._stores.add(store)
+        await self.stores.ensure(store, create=create)
 
     # --- keys ---------------------------------------------------------------------------------
     @staticmethod
@@ -230,8 +236,7 @@ class LinkStore:
         return self.subjects.log_all(d.store)
 
     async def last_seq(self, store: str) -> int:
-        si = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.log_stream(store)}")
-        return int(si.get("state", {}).get("last_seq", 0))
+        return await last_position(self.log, self.subjects, store)
 
     async def open_consumer(self, d: Definition, name: str, from_seq: int, *, probe: bool = False) -> dict[str, Any]:
         """A pull consumer of the link's source from position ``from_seq`` on. ``probe``: only to
@@ -256,16 +261,10 @@ class LinkStore:
             cfg["opt_start_seq"] = from_seq
         else:
             cfg["deliver_policy"] = "all"
-        return await self.log.api(
-            f"$JS.API.CONSUMER.CREATE.{stream}.{name}", {"stream_name": stream, "config": cfg, "action": "create"}
-        )
+        return await create_consumer(self.log, stream, name, cfg)
 
     async def close_consumer(self, d: Definition, name: str) -> None:
-        try:
-            await self.log.api(f"$JS.API.CONSUMER.DELETE.{self.subjects.log_stream(d.store)}.{name}")
-        except JetStreamApiError as exc:
-            if exc.err_code not in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
-                raise
+        await delete_consumer(self.log, self.subjects.log_stream(d.store), name)
 
     async def lag(self, d: Definition, stats: Stats) -> int:
         """Source appends not processed yet: the forwarding instance's consumer when there is one,
@@ -320,6 +319,21 @@ class LinkStore:
         except KeyNotFoundError:
             return None
         return entry.value  # type: ignore[no-any-return]
+
+    async def holder(self, d: Definition) -> str | None:
+        """The instance forwarding the link (its lease's owner); None when none does."""
+        return lease_holder(await self.lease_value(d))
+
+    async def lease_expiry(self, d: Definition) -> float | None:
+        """When the link's lease runs out (epoch seconds; 0 once its holder gave it up); None
+        when there is no lease or it cannot be read."""
+        value = await self.lease_value(d)
+        if not value:
+            return None
+        try:
+            return float(json.loads(value).get("expires", 0))
+        except (ValueError, AttributeError):
+            return None
 
     # --- progress -------------------------------------------------------------------------------
     async def stats(self, d: Definition) -> Stats:
@@ -377,33 +391,26 @@ class LinkStore:
         return None
 
     async def consumer_info(self, d: Definition, name: str) -> dict[str, Any] | None:
-        try:
-            return await self.log.api(f"$JS.API.CONSUMER.INFO.{self.subjects.log_stream(d.store)}.{name}")
-        except JetStreamApiError as exc:
-            if exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
-                return None
-            raise
+        return await consumer_info(self.log, self.subjects.log_stream(d.store), name)
 
     # --- the derived stream (through the stream service) -----------------------------------------
     async def derived_version(self, d: Definition) -> int:
         """The derived stream's version (-1 when it has no events)."""
-        reply = await self.peers.call(d.store, "stream", "version", {"stream_id": d.stream_id})
-        return int(reply["version"])
+        reply = await self.peers.call(d.store, STREAM_VERSION, VersionRequest(stream_id=d.stream_id))
+        return reply.version
 
     async def derived_events(self, d: Definition, first: int, count: int) -> list[dict[str, Any]]:
         """Events of the derived stream from version ``first`` on (as stored), at most ``count``."""
         if count <= 0:
             return []
+        request = make_request(
+            ForwardRequest, stream_id=d.stream_id, start_version=max(first, 0), count=count, raw=True
+        )
         try:
-            reply = await self.peers.call(
-                d.store,
-                "stream",
-                "forward",
-                {"stream_id": d.stream_id, "start_version": max(first, 0), "count": count, "raw": True},
-            )
+            reply = await self.peers.call(d.store, STREAM_FORWARD, request)
         except StreamNotFoundError:
             return []
-        return list(reply.get("events") or [])
+        return [ev.model_dump(mode="python") for ev in reply.events]
 
     async def source_event(self, store: str, seq: int, version: int) -> dict[str, Any] | None:
         """The source event at (store position, version), read from the log itself; None when
@@ -417,16 +424,9 @@ class LinkStore:
             return None
         return next((ev for ev in events if ev["version"] == version), None)
 
-    async def append(self, d: Definition, expected: int, events: list[dict[str, Any]]) -> dict[str, Any]:
-        reply: dict[str, Any] = await self.peers.call(
-            d.store,
-            "stream",
-            "append",
-            {"stream_id": d.stream_id, "expected_version": expected, "events": events},
-            wait=max(self.settings.request_timeout_s, 10.0),
-            internal=True,
-        )
-        return reply
+    async def append(self, d: Definition, expected: int, events: list[dict[str, Any]]) -> AppendResponse:
+        request = make_request(AppendRequest, stream_id=d.stream_id, expected_version=expected, events=events)
+        return await self.peers.call(d.store, STREAM_APPEND, request, wait=max(self.settings.request_timeout_s, 10.0))
 
     async def delete_derived(self, d: Definition) -> None:
-        await self.peers.call(d.store, "stream", "delete", {"stream_id": d.stream_id}, internal=True)
+        await self.peers.call(d.store, STREAM_DELETE, DeleteRequest(stream_id=d.stream_id))

@@ -21,13 +21,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from services.scavenger.store import ScavengeStore
-from shared.errors import GatewayError, NoSnapshotError, UnavailableError
-from shared.eventlog import Commit
-from shared.models.scavenger import ScavengeOptions, ScavengeResult, ScavengeResults, Skipped
-from shared.patterns import glob
-from shared.subjects import encode_token
-from shared.telemetry import emit
+from esdb_gater.services.scavenger.store import ScavengeStore
+from esdb_gater.shared.core.errors import GatewayError, NoSnapshotError, UnavailableError
+from esdb_gater.shared.core.patterns import glob
+from esdb_gater.shared.core.subjects import encode_token
+from esdb_gater.shared.core.telemetry import emit
+from esdb_gater.shared.log.eventlog import Commit
+from esdb_gater.shared.models.scavenger import ScavengeOptions, ScavengeResult, ScavengeResults, Skipped
 
 __all__ = ["DEFAULT_ARCHIVE_MAX_EVENTS", "Plan", "Scavenger", "archive_key", "pattern_regex"]
 
@@ -38,7 +38,7 @@ DEFAULT_ARCHIVE_MAX_EVENTS: Final = 100_000
 
 def pattern_regex(pattern: str) -> Any:
     """``*`` = any run of characters (also none); every other character is literal; anchored
-    (an RE2 regex: use ``fullmatch``; linear time, shared/patterns.py)."""
+    (an RE2 regex: use ``fullmatch``; linear time, shared/core/patterns.py)."""
     return glob(pattern)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.scavenger.engine import Scavenger
-from services.scavenger.store import ScavengeStore
-from shared.models.common import OkResponse
-from shared.models.scavenger import (
+from esdb_gater.services.scavenger.engine import Scavenger
+from esdb_gater.services.scavenger.store import ScavengeStore
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.models.scavenger import (
     ArchiveReadRequest,
     ArchiveReadResponse,
     DryRunRequest,

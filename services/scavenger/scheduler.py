@@ -1,7 +1,7 @@
 """Retention policies on a schedule, in exactly one scavenger instance at a time.
 
 Every instance runs a ``Scheduler``; the one holding the lease ``lease.scheduler`` (KV bucket
-``<prefix>-scavenger``, shared/lease.py) runs the policies that are due. Each run is also
+``<prefix>-scavenger``, shared/log/lease.py) runs the policies that are due. Each run is also
 claimed on the policy itself (compare-and-set of ``last_run`` on the entry's revision), so even
 while a lease changes hands no policy slot runs twice. A run's report (what was removed, what
 was refused and why) is written back to the policy (``policy_get``) and emitted as telemetry.
@@ -17,12 +17,12 @@ from typing import Any
 
 from nats.js.errors import KeyWrongLastSequenceError
 
-from services.scavenger.engine import Scavenger
-from services.scavenger.store import ScavengeStore
-from shared.errors import NotFoundError
-from shared.lease import Lease
-from shared.models.scavenger import ScavengeOptions
-from shared.telemetry import emit
+from esdb_gater.services.scavenger.engine import Scavenger
+from esdb_gater.services.scavenger.store import ScavengeStore
+from esdb_gater.shared.core.errors import NotFoundError
+from esdb_gater.shared.core.telemetry import emit
+from esdb_gater.shared.log.lease import Lease
+from esdb_gater.shared.models.scavenger import ScavengeOptions
 
 __all__ = ["Scheduler", "due"]
 

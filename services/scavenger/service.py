@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from services.scavenger import handlers as h
-from services.scavenger.engine import Scavenger
-from services.scavenger.scheduler import Scheduler
-from services.scavenger.store import ScavengeStore
-from shared.endpoint import Op, ServiceSpec
-from shared.models import scavenger as m
-from shared.models.common import OkResponse
+from typing import Final
+
+from nats.aio.client import Client
+
+from esdb_gater.services.scavenger import handlers as h
+from esdb_gater.services.scavenger.engine import Scavenger
+from esdb_gater.services.scavenger.scheduler import Scheduler
+from esdb_gater.services.scavenger.store import ScavengeStore
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.jetstream import Log
+from esdb_gater.shared.models import scavenger as m
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.runtime.endpoint import Op, ServiceSpec
+from esdb_gater.shared.runtime.runner import Build, Resource
 
 VERSION = "0.1.0"
 
@@ -41,14 +49,8 @@ def spec(db: ScavengeStore, engine: Scavenger, prefix: str = "esdb") -> ServiceS
     )
 
 
-async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.ScavengerCtx], list[object]]:
-    from nats.aio.client import Client
-
-    from shared.jetstream import Log
-    from shared.settings import Settings
-    from shared.subjects import Subjects
-
-    assert isinstance(nc, Client) and isinstance(settings, Settings)
+async def build(nc: Client, settings: Settings) -> tuple[ServiceSpec[h.ScavengerCtx], list[Resource]]:
+    """Construct the service over a connection: (spec, resources to stop on the way out)."""
     subjects = Subjects(settings.subject_prefix)
     log = Log(nc, timeout=settings.request_timeout_s)
     await log.start()
@@ -58,3 +60,6 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.ScavengerCt
     scheduler = Scheduler(db, engine, owner=nc._nuid.next().decode(), lease_ttl_s=settings.lease_ttl_s)
     await scheduler.start()
     return spec(db, engine, settings.service_name_prefix), [scheduler, log]
+
+
+BUILD: Final[Build] = build

@@ -26,19 +26,35 @@ from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.errors import NotFoundError as JsNotFoundError
 
-from shared.errors import (
+from esdb_gater.shared.core.errors import (
     GatewayError,
     InvalidRequestError,
     NotFoundError,
     StreamNotFoundError,
     UnavailableError,
 )
-from shared.eventlog import Commit, CorruptEntryError, commit_of, decode_commit
-from shared.jetstream import ERR_STREAM_NOT_FOUND, JS_BATCH_LIMIT, JetStreamApiError, Log, StoredMsg, kv_values, open_kv
-from shared.peers import Peers
-from shared.settings import Settings
-from shared.stores import store_config
-from shared.subjects import Subjects, kv_token
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.eventlog import Commit, CorruptEntryError, commit_of, decode_commit
+from esdb_gater.shared.log.jetstream import (
+    JS_BATCH_LIMIT,
+    Log,
+    StoredMsg,
+    consistent_get,
+    open_kv,
+)
+from esdb_gater.shared.log.kv import kv_values, snapshot_keys, snapshot_version, stream_subjects
+from esdb_gater.shared.log.port import MsgGet
+from esdb_gater.shared.log.stores import StoreConfigs
+from esdb_gater.shared.models.peer_ops import (
+    SNAPSHOT_LIST_STREAM,
+    STREAM_LIST,
+    STREAM_READ,
+    STREAM_VERSION_AT,
+    StreamSnapshotsRequest,
+)
+from esdb_gater.shared.models.stream import ListRequest, ReadRequest, VersionAtRequest
+from esdb_gater.shared.runtime.peers import Peers, make_request
 
 __all__ = ["ARCHIVE_FORMAT", "ScavengeStore", "policy_key"]
 
@@ -59,7 +75,7 @@ class ScavengeStore:
         self.settings = settings
         self.peers = Peers(nc, subjects, timeout=settings.request_timeout_s)
         self.kv: Any = None
-        self._replicas: dict[str, tuple[int, str]] = {}
+        self.configs = StoreConfigs(log, subjects, settings.quotas.idle_evict_s)  # dropped when idle
 
     async def open(self) -> None:
         bucket = self.subjects.scavenger_bucket()
@@ -70,23 +86,11 @@ class ScavengeStore:
     # --- the log ------------------------------------------------------------------------------
     async def ensure_store(self, store: str) -> None:
         """``store_not_found`` unless the store exists."""
-        await self._store_cfg(store)
+        await self.configs.get(store)
 
-    async def _store_cfg(self, store: str) -> tuple[int, str]:
-        """(replicas, storage) of the store's log; ``store_not_found`` when it has none."""
-        cfg = self._replicas.get(store)
-        if cfg is None:
-            found = await store_config(self.log, self.subjects, None, store)
-            cfg = (found.replicas, found.storage)
-            self._replicas[store] = cfg
-        return cfg
-
-    async def _get(self, store: str, req: dict[str, Any]) -> StoredMsg | None:
-        replicas, _ = await self._store_cfg(store)
-        name = self.subjects.log_stream(store)
-        if replicas > 1:  # a follower may not have the newest commit yet
-            return await self.log.leader_get(name, req)
-        return await self.log.direct_get(name, req)
+    async def _get(self, store: str, req: MsgGet) -> StoredMsg | None:
+        """A follower may not have the newest commit yet: the leader answers on replicated stores."""
+        return await consistent_get(self.log, self.subjects.log_stream(store), req, await self.replicas(store))
 
     @staticmethod
     def _commit(sm: StoredMsg) -> Commit:
@@ -116,8 +120,7 @@ class ScavengeStore:
         return self._commit(sm) if sm is not None else None
 
     async def replicas(self, store: str) -> int:
-        replicas, _ = await self._store_cfg(store)
-        return replicas
+        return (await self.configs.get(store)).replicas
 
     async def commits(
         self, store: str, stream_id: str, from_seq: int, below_seq: int, *, leader: bool = False
@@ -162,27 +165,23 @@ class ScavengeStore:
 
     # --- the stream service ----------------------------------------------------------------------
     async def version_at(self, store: str, stream_id: str, epoch_us: int) -> int:
-        reply = await self.peers.call(store, "stream", "version_at", {"stream_id": stream_id, "timestamp": epoch_us})
-        return int(reply["version"])
+        request = make_request(VersionAtRequest, stream_id=stream_id, timestamp=epoch_us)
+        return (await self.peers.call(store, STREAM_VERSION_AT, request)).version
 
     async def position_of(self, store: str, stream_id: str, version: int) -> int | None:
         """The position of the commit holding ``version`` (or the first one after it); None past the end."""
-        reply = await self.peers.call(
-            store, "stream", "read", {"stream_id": stream_id, "start_version": version, "count": 1, "raw": True}
-        )
-        events = reply.get("events") or []
-        return int(events[0]["position"]) if events else None
+        request = make_request(ReadRequest, stream_id=stream_id, start_version=version, count=1, raw=True)
+        reply = await self.peers.call(store, STREAM_READ, request)
+        return reply.events[0].position if reply.events else None
 
     async def stream_ids(self, store: str) -> list[str]:
         out: list[str] = []
         cursor: str | None = None
         while True:
-            body: dict[str, Any] = {"limit": 10_000}
-            if cursor is not None:
-                body["cursor"] = cursor
-            reply = await self.peers.call(store, "stream", "list", body)
-            out.extend(reply["streams"])
-            cursor = reply.get("next")
+            request = ListRequest(limit=10_000) if cursor is None else ListRequest(limit=10_000, cursor=cursor)
+            reply = await self.peers.call(store, STREAM_LIST, request)
+            out.extend(reply.streams)
+            cursor = reply.next
             if cursor is None:
                 return out
 
@@ -193,31 +192,20 @@ class ScavengeStore:
         include_data: false}``. A snapshot service that still requires ``source_uuid`` (or none
         running) is read through its documented KV layout instead."""
         try:
-            reply = await self.peers.call(store, "snapshot", "list", {"stream_uuid": stream_id, "include_data": False})
+            request = StreamSnapshotsRequest(stream_uuid=stream_id, include_data=False)
+            reply = await self.peers.call(store, SNAPSHOT_LIST_STREAM, request)
         except (InvalidRequestError, UnavailableError):
             return await self._latest_snapshot_from_bucket(store, stream_id)
-        versions = [int(s["version"]) for s in reply.get("snapshots") or [] if s.get("stream_uuid") == stream_id]
+        versions = [s.version for s in reply.snapshots if s.stream_uuid == stream_id]
         return max(versions) if versions else None
 
     async def _latest_snapshot_from_bucket(self, store: str, stream_id: str) -> int | None:
         """Keys ``<kv_token(source)>.<kv_token(stream)>.<version, 20 digits>`` of the bucket
         ``<prefix>-snap-<store>`` (docs/adr/0005-snapshots.md)."""
         bucket = self.subjects.snapshot_bucket(store)
-        pattern = self.subjects.kv_subject(bucket, f"*.{kv_token(stream_id)}.*")
-        try:
-            si = await self.log.api(
-                f"$JS.API.STREAM.INFO.{self.subjects.kv_stream(bucket)}", {"subjects_filter": pattern}
-            )
-        except JetStreamApiError as exc:
-            if exc.err_code == ERR_STREAM_NOT_FOUND:
-                return None
-            raise
-        subjects = si.get("state", {}).get("subjects") or {}
-        versions = []
-        for s in subjects:
-            tail = s.rsplit(".", 1)[-1]
-            if tail.isdigit():
-                versions.append(int(tail))
+        pattern = self.subjects.kv_subject(bucket, snapshot_keys(None, stream_id))
+        listing = await stream_subjects(self.log, self.subjects.kv_stream(bucket), pattern)
+        versions = [v for v in map(snapshot_version, listing.subjects if listing is not None else []) if v is not None]
         return max(versions) if versions else None
 
     # --- archives ---------------------------------------------------------------------------------
@@ -228,12 +216,12 @@ class ScavengeStore:
         except BucketNotFoundError:
             if not create:
                 return None
-        replicas, storage = await self._store_cfg(store)
+        placement = await self.configs.get(store)
         cfg = ObjectStoreConfig(
             bucket=bucket,
             description=f"esdb-gater scavenge archives of store {store}",
-            storage=StorageType.MEMORY if storage == "memory" else StorageType.FILE,
-            replicas=replicas,
+            storage=StorageType.MEMORY if placement.storage == "memory" else StorageType.FILE,
+            replicas=placement.replicas,
         )
         try:
             return await self.js.create_object_store(bucket, cfg)
@@ -257,7 +245,7 @@ class ScavengeStore:
         await obj.put(key, msgpack.packb(doc, use_bin_type=True))
 
     async def read_archive(self, store: str, key: str) -> dict[str, Any]:
-        await self._store_cfg(store)
+        await self.configs.get(store)
         obj = await self._objects(store, create=False)
         if obj is None:
             raise NotFoundError(f"no archive {key!r}", details={"archive_key": key})

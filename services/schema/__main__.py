@@ -1,3 +1,3 @@
-from shared.runner import main_for
+from esdb_gater.services import main_for
 
 main_for("schema")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.schema.store import SchemaStore, stored_doc
-from shared.errors import NotFoundError
-from shared.models.common import OkResponse
-from shared.models.schema import (
+from esdb_gater.services.schema.store import SchemaStore, stored_doc
+from esdb_gater.shared.core.errors import NotFoundError
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.models.schema import (
     GetSchemaRequest,
     ListSchemasRequest,
     RegisterSchemaRequest,
@@ -19,7 +19,7 @@ from shared.models.schema import (
     UpcastRequest,
     UpcastResponse,
 )
-from shared.upcasting import TypeSchemas
+from esdb_gater.shared.upcasting.steps import TypeSchemas
 
 
 @dataclass(frozen=True, slots=True)

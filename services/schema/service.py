@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from services.schema import handlers as h
-from services.schema.store import SchemaStore
-from shared.endpoint import Op, ServiceSpec
-from shared.models import schema as m
-from shared.models.common import OkResponse
+from typing import Final
+
+from nats.aio.client import Client
+
+from esdb_gater.services.schema import handlers as h
+from esdb_gater.services.schema.store import SchemaStore
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.jetstream import Log
+from esdb_gater.shared.models import schema as m
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.runtime.endpoint import Op, ServiceSpec
+from esdb_gater.shared.runtime.runner import Build, Resource
+from esdb_gater.shared.upcasting.registry import SchemaRegistry
 
 VERSION = "0.1.0"
 
@@ -30,16 +39,8 @@ def spec(schemas: SchemaStore, prefix: str = "esdb") -> ServiceSpec[h.SchemaCtx]
     )
 
 
-async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.SchemaCtx], list[object]]:
-    """Construct the service over a connection: (spec, resources with async stop)."""
-    from nats.aio.client import Client
-
-    from shared.jetstream import Log
-    from shared.settings import Settings
-    from shared.subjects import Subjects
-    from shared.upcasting import SchemaRegistry
-
-    assert isinstance(nc, Client) and isinstance(settings, Settings)
+async def build(nc: Client, settings: Settings) -> tuple[ServiceSpec[h.SchemaCtx], list[Resource]]:
+    """Construct the service over a connection: (spec, resources to stop on the way out)."""
     subjects = Subjects(settings.subject_prefix)
     log = Log(nc, timeout=settings.request_timeout_s)
     await log.start()
@@ -47,3 +48,6 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.SchemaCtx],
     schemas = SchemaStore(log, subjects, settings, registry)
     # stopped in this order: the registry's subscriptions, then the log's inbox
     return spec(schemas, settings.service_name_prefix), [registry, log]
+
+
+BUILD: Final[Build] = build

@@ -16,22 +16,22 @@ import logging
 import time
 from typing import Any, Final
 
-from shared.errors import InvalidRequestError, UnavailableError
-from shared.jetstream import ERR_WRONG_LAST_SEQUENCE, JetStreamApiError, Log
-from shared.models.schema import SchemaDef
-from shared.quotas import IdleMap, check_quota
-from shared.settings import Settings, StoreConfig
-from shared.stores import kv_bucket_stream, store_config, store_config_for_write
-from shared.subjects import Subjects, kv_token
-from shared.upcasting import SchemaRegistry, Schemas, TypeSchemas, check_chain, check_json_schema
+from esdb_gater.shared.core.errors import InvalidRequestError, UnavailableError
+from esdb_gater.shared.core.settings import Settings, StoreConfig
+from esdb_gater.shared.core.subjects import Subjects, kv_token
+from esdb_gater.shared.log.jetstream import ERR_WRONG_LAST_SEQUENCE, H_EXPECTED_LAST_SUBJECT_SEQ, JetStreamApiError, Log
+from esdb_gater.shared.log.kv import H_KV_OP, is_deleted
+from esdb_gater.shared.log.quotas import check_quota
+from esdb_gater.shared.log.stores import StoreBuckets, store_config
+from esdb_gater.shared.models.schema import SchemaDef
+from esdb_gater.shared.runtime.peers import Peers
+from esdb_gater.shared.upcasting.registry import SchemaRegistry
+from esdb_gater.shared.upcasting.steps import Schemas, TypeSchemas, check_chain, check_json_schema
 
 __all__ = ["SchemaStore", "stored_doc"]
 
 log = logging.getLogger(__name__)
 
-H_EXPECT_SUBJ_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
-H_KV_OP: Final = "KV-Operation"
-ERR_STREAM_NAME_IN_USE: Final = 10058
 CAS_ATTEMPTS: Final = 20
 
 
@@ -53,31 +53,25 @@ class SchemaStore:
         self.subjects = subjects
         self.settings = settings
         self.registry = registry
-        self._ready: IdleMap[str, StoreConfig] = IdleMap(settings.quotas.idle_evict_s)  # dropped when idle
+        self.buckets = StoreBuckets(  # dropped when idle
+            log,
+            subjects,
+            settings,
+            Peers(log.nc, subjects, timeout=settings.request_timeout_s),
+            subjects.schema_bucket,
+            "esdb-gater event schemas of store {store}",
+        )
 
     async def _store(self, store: str) -> StoreConfig:
         """The store must exist (its event log) unless stores are created on first use; the
         schema bucket is created on first use either way."""
-        cfg = self._ready.get(store)
-        if cfg is not None:
-            return cfg
-        cfg = await store_config_for_write(self.log, self.subjects, self.settings, store)
-        bucket = self.subjects.schema_bucket(store)
-        name = self.subjects.kv_stream(bucket)
-        body = kv_bucket_stream(self.subjects, bucket, f"esdb-gater event schemas of store {store}", cfg, store)
-        try:
-            await self.log.api(f"$JS.API.STREAM.CREATE.{name}", body)
-        except JetStreamApiError as exc:
-            if exc.err_code != ERR_STREAM_NAME_IN_USE:  # exists (maybe with other limits): use it
-                raise
-        self._ready[store] = cfg
-        return cfg
+        return await self.buckets.for_write(store)
 
     async def schemas(self, store: str) -> Schemas:
         """The store's schemas as the registry holds them. A read creates nothing (ADR 0016):
         ``store_not_found`` when the store does not exist and stores are not created on first
         use; no schemas when it has no schema bucket yet."""
-        if store not in self._ready:
+        if store not in self.buckets:
             await store_config(self.log, self.subjects, self.settings, store)
         return await self.registry.schemas(store)
 
@@ -89,7 +83,7 @@ class SchemaStore:
         )
         if sm is None:
             return None, 0
-        if sm.headers.get(H_KV_OP) in ("DEL", "PURGE") or not sm.data:
+        if is_deleted(sm):
             return None, sm.seq
         try:
             return TypeSchemas.from_stored(json.loads(sm.data)), sm.seq
@@ -102,7 +96,7 @@ class SchemaStore:
         another writer came first."""
         bucket = self.subjects.schema_bucket(store)
         subject = self.subjects.kv_subject(bucket, kv_token(event_type))
-        headers = {H_EXPECT_SUBJ_SEQ: str(seq)}
+        headers = {H_EXPECTED_LAST_SUBJECT_SEQ: str(seq)}
         payload = b""
         if t is None:
             headers[H_KV_OP] = "DEL"
@@ -143,7 +137,7 @@ class SchemaStore:
     async def unregister(self, store: str, event_type: str, version: int | None) -> None:
         """Remove every version of a type, or one version (when the chain stays whole). Removing
         something that is not registered is fine (and creates nothing)."""
-        if store not in self._ready and event_type not in (await self.schemas(store)).types:
+        if store not in self.buckets and event_type not in (await self.schemas(store)).types:
             return
         await self._store(store)
         for _ in range(CAS_ATTEMPTS):

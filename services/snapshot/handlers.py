@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.snapshot.store import SnapshotStore, Upload
-from shared.models.common import OkResponse
-from shared.models.snapshot import (
+from esdb_gater.services.snapshot.store import SnapshotStore, Upload
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.models.snapshot import (
     DeleteSnapshotRequest,
     ListSnapshotsRequest,
     ReadChunkRequest,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from services.snapshot import handlers as h
-from services.snapshot.store import SnapshotStore
-from shared.endpoint import Op, ServiceSpec
-from shared.models import snapshot as m
-from shared.models.common import OkResponse
+from typing import Final
+
+from nats.aio.client import Client
+
+from esdb_gater.services.snapshot import handlers as h
+from esdb_gater.services.snapshot.store import SnapshotStore
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.jetstream import Log
+from esdb_gater.shared.models import snapshot as m
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.runtime.endpoint import Op, ServiceSpec
+from esdb_gater.shared.runtime.runner import Build, Resource
 
 VERSION = "0.1.0"
 
@@ -36,16 +44,12 @@ def spec(snapshots: SnapshotStore, prefix: str = "esdb") -> ServiceSpec[h.Snapsh
     )
 
 
-async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.SnapshotCtx], list[object]]:
-    """Construct the service over a connection: (spec, resources with async stop)."""
-    from nats.aio.client import Client
-
-    from shared.jetstream import Log
-    from shared.settings import Settings
-    from shared.subjects import Subjects
-
-    assert isinstance(nc, Client) and isinstance(settings, Settings)
+async def build(nc: Client, settings: Settings) -> tuple[ServiceSpec[h.SnapshotCtx], list[Resource]]:
+    """Construct the service over a connection: (spec, resources to stop on the way out)."""
     log = Log(nc, timeout=settings.request_timeout_s)
     await log.start()
     snapshots = SnapshotStore(log, Subjects(settings.subject_prefix), settings)
     return spec(snapshots, settings.service_name_prefix), [log]
+
+
+BUILD: Final[Build] = build

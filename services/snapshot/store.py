@@ -30,23 +30,31 @@ from typing import Any, Final
 
 import msgpack
 
-from shared.errors import InvalidRequestError, NotFoundError
-from shared.jetstream import ERR_STREAM_NOT_FOUND, ERR_WRONG_LAST_SEQUENCE, JetStreamApiError, Log, StoredMsg
-from shared.quotas import IdleMap
-from shared.settings import Settings, StoreConfig
-from shared.stores import kv_bucket_stream, store_config, store_config_for_write
-from shared.subjects import Subjects, kv_token
+from esdb_gater.shared.core.errors import InvalidRequestError, NotFoundError
+from esdb_gater.shared.core.settings import Settings, StoreConfig
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.jetstream import (
+    ERR_STREAM_NOT_FOUND,
+    ERR_WRONG_LAST_SEQUENCE,
+    H_EXPECTED_LAST_SUBJECT_SEQ,
+    JetStreamApiError,
+    Log,
+    StoredMsg,
+    consistent_get,
+    create_stream,
+)
+from esdb_gater.shared.log.kv import last_msgs, snapshot_key, snapshot_keys, snapshot_version, stream_subjects
+from esdb_gater.shared.log.quotas import IdleMap
+from esdb_gater.shared.log.stores import STORE_METADATA, StoreBuckets
+from esdb_gater.shared.runtime.peers import Peers
 
 __all__ = ["ChunkResult", "SnapshotStore", "Upload"]
 
 log = logging.getLogger(__name__)
 
-H_EXPECT_SUBJ_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
 H_ROLLUP: Final = "Nats-Rollup"
 H_CHUNK: Final = "Esdb-Chunk"
 H_CHUNKS: Final = "Esdb-Chunks"
-ERR_STREAM_NAME_IN_USE: Final = 10058
-MULTI_LAST_LIMIT: Final = 1024  # subjects per multi_last Direct Get the server answers
 JSON_CT: Final = "application/json"
 
 
@@ -74,10 +82,6 @@ class ChunkResult:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _version_token(version: int) -> str:
-    return f"{version:020d}"
 
 
 def _encode(row: dict[str, Any], data: Any, obj: dict[str, Any] | None) -> bytes:
@@ -134,42 +138,27 @@ class SnapshotStore:
         self.subjects = subjects
         self.settings = settings
         # per-store state, dropped when idle (ADR 0016)
-        self._ready: IdleMap[str, StoreConfig] = IdleMap(settings.quotas.idle_evict_s)
+        self.buckets = StoreBuckets(
+            log,
+            subjects,
+            settings,
+            Peers(log.nc, subjects, timeout=settings.request_timeout_s),
+            subjects.snapshot_bucket,
+            "esdb-gater snapshots of store {store}",
+        )
         self._objects_ready: IdleMap[str, bool] = IdleMap(settings.quotas.idle_evict_s)
 
     # --- buckets ----------------------------------------------------------------------------
     async def _store(self, store: str) -> StoreConfig:
         """The store must exist (its event log, ``<prefix>-log-<store>``) unless stores are
         created on first use; the snapshot bucket is created on first use either way."""
-        cfg = self._ready.get(store)
-        if cfg is not None:
-            return cfg
-        cfg = await store_config_for_write(self.log, self.subjects, self.settings, store)
-        bucket = self.subjects.snapshot_bucket(store)
-        await self._create(
-            kv_bucket_stream(self.subjects, bucket, f"esdb-gater snapshots of store {store}", cfg, store)
-        )
-        self._ready[store] = cfg
-        return cfg
+        return await self.buckets.for_write(store)
 
     async def _existing(self, store: str) -> StoreConfig | None:
         """For reads, which create nothing (ADR 0016): the snapshot bucket's replicas and storage,
         or None when the store has no snapshot bucket (nothing was ever recorded);
         ``store_not_found`` when the store does not exist and stores are not created on first use."""
-        cfg = self._ready.get(store)
-        if cfg is not None:
-            return cfg
-        try:
-            si = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.kv_stream(self._bucket(store))}")
-        except JetStreamApiError as exc:
-            if exc.err_code != ERR_STREAM_NOT_FOUND:
-                raise
-            await store_config(self.log, self.subjects, self.settings, store)  # store_not_found, or go on
-            return None
-        c = si["config"]
-        cfg = StoreConfig(replicas=int(c.get("num_replicas", 1)), storage=c.get("storage", "file"))
-        self._ready[store] = cfg
-        return cfg
+        return await self.buckets.for_read(store)
 
     async def _objects(self, store: str) -> str:
         """The store's Object Store bucket (created on the first chunked upload)."""
@@ -177,7 +166,8 @@ class SnapshotStore:
         if store in self._objects_ready:
             return bucket
         cfg = await self._store(store)
-        await self._create(
+        await create_stream(  # one that exists already (maybe with other limits) is used as it is
+            self.log,
             {
                 "name": self.subjects.obj_stream(bucket),
                 "description": f"esdb-gater large snapshots of store {store}",
@@ -192,25 +182,18 @@ class SnapshotStore:
                 "num_replicas": cfg.replicas,
                 "allow_rollup_hdrs": True,
                 "allow_direct": True,
-                "metadata": {"esdb_gater_store": store},
-            }
+                "metadata": {STORE_METADATA: store},
+            },
         )
         self._objects_ready.add(store)
         return bucket
-
-    async def _create(self, body: dict[str, Any]) -> None:
-        try:
-            await self.log.api(f"$JS.API.STREAM.CREATE.{body['name']}", body)
-        except JetStreamApiError as exc:
-            if exc.err_code != ERR_STREAM_NAME_IN_USE:  # exists (maybe with other limits): use it
-                raise
 
     # --- keys -------------------------------------------------------------------------------
     def _bucket(self, store: str) -> str:
         return self.subjects.snapshot_bucket(store)
 
     def _key(self, source: str, stream: str, version: int) -> str:
-        return f"{kv_token(source)}.{kv_token(stream)}.{_version_token(version)}"
+        return snapshot_key(source, stream, version)
 
     def _subject(self, store: str, source: str, stream: str, version: int) -> str:
         return self.subjects.kv_subject(self._bucket(store), self._key(source, stream, version))
@@ -218,29 +201,20 @@ class SnapshotStore:
     async def _versions(self, store: str, source: str, stream: str) -> list[int]:
         """The versions stored for (source, stream), ascending: one STREAM.INFO per 100 000."""
         bucket = self._bucket(store)
-        prefix = self.subjects.kv_subject(bucket, f"{kv_token(source)}.{kv_token(stream)}.")
-        name = self.subjects.kv_stream(bucket)
-        versions: list[int] = []
-        offset = 0
-        while True:
-            si = await self.log.api(f"$JS.API.STREAM.INFO.{name}", {"subjects_filter": prefix + "*", "offset": offset})
-            subjects = si.get("state", {}).get("subjects") or {}
-            versions.extend(int(s[len(prefix) :]) for s in subjects)
-            offset += len(subjects)
-            if not subjects or offset >= int(si.get("total", len(subjects))):
-                break
-        versions.sort()
-        return versions
+        listing = await stream_subjects(
+            self.log, self.subjects.kv_stream(bucket), self.subjects.kv_subject(bucket, snapshot_keys(source, stream))
+        )
+        found = (snapshot_version(s) for s in (listing.subjects if listing is not None else []))
+        return sorted(v for v in found if v is not None)
 
     async def _get(self, store: str, subject: str) -> StoredMsg | None:
         cfg = await self._existing(store)
         if cfg is None:
             return None
-        name = self.subjects.kv_stream(self._bucket(store))
-        req = {"last_by_subj": subject}
-        if cfg.replicas > 1:  # a follower may not have the latest write yet
-            return await self.log.leader_get(name, req)
-        return await self.log.direct_get(name, req)
+        # a follower may not have the latest write yet
+        return await consistent_get(
+            self.log, self.subjects.kv_stream(self._bucket(store)), {"last_by_subj": subject}, cfg.replicas
+        )
 
     # --- plain snapshots --------------------------------------------------------------------
     async def record(
@@ -300,13 +274,9 @@ class SnapshotStore:
         if await self._existing(store) is None:
             return []
         versions = await self._versions(store, source, stream)
-        bucket = self._bucket(store)
-        name = self.subjects.kv_stream(bucket)
-        rows: list[dict[str, Any]] = []
-        for i in range(0, len(versions), MULTI_LAST_LIMIT):
-            subjects = [self._subject(store, source, stream, v) for v in versions[i : i + MULTI_LAST_LIMIT]]
-            msgs, _ = await self.log.direct_batch(name, {"multi_last": subjects, "batch": len(subjects)})
-            rows.extend(_decode(sm, include_data) for sm in msgs)
+        subjects = [self._subject(store, source, stream, v) for v in versions]
+        msgs = await last_msgs(self.log, self.subjects.kv_stream(self._bucket(store)), subjects)
+        rows = [_decode(sm, include_data) for sm in msgs]
         rows.sort(key=lambda r: int(r["version"]))
         return rows
 
@@ -388,7 +358,11 @@ class SnapshotStore:
                     f"chunk {index} out of order: the next chunk of this upload is {last_index + 1}",
                     details={"field": "chunk_index", "reason": "out of order", "expected": last_index + 1},
                 )
-            headers = {H_CHUNK: str(index), H_CHUNKS: str(count), H_EXPECT_SUBJ_SEQ: str(last.seq if last else 0)}
+            headers = {
+                H_CHUNK: str(index),
+                H_CHUNKS: str(count),
+                H_EXPECTED_LAST_SUBJECT_SEQ: str(last.seq if last else 0),
+            }
             try:
                 await self.log.publish(subject, up.chunk, headers)
             except JetStreamApiError as exc:

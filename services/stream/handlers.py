@@ -5,13 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.stream.store import EventStore
-from shared.errors import InvalidRequestError
-from shared.models.common import OkResponse
-from shared.models.stream import (
+from esdb_gater.services.stream.multi import appender
+from esdb_gater.services.stream.readall import AllReader
+from esdb_gater.services.stream.store import EventStore
+from esdb_gater.shared.core.errors import InvalidRequestError
+from esdb_gater.shared.core.patterns import run_matching
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.models.stream import (
+    NOTIFICATION_SHIFT,
+    AppendMultiRequest,
+    AppendMultiResponse,
+    AppendMultiResult,
     AppendRequest,
     AppendResponse,
     BackwardRequest,
+    CheckpointRequest,
+    CheckpointResponse,
     CreateStoreRequest,
     DeleteRequest,
     EventsResponse,
@@ -20,6 +29,8 @@ from shared.models.stream import (
     ForwardRequest,
     ListRequest,
     ListResponse,
+    ReadAllRequest,
+    ReadAllResponse,
     ReadRangeRequest,
     ReadRequest,
     ReadUntilRequest,
@@ -31,15 +42,14 @@ from shared.models.stream import (
     VersionRequest,
     VersionResponse,
 )
-from shared.patterns import run_matching
-from shared.upcasting import SchemaRegistry
+from esdb_gater.shared.upcasting.registry import SchemaRegistry
 
 
 @dataclass(frozen=True, slots=True)
 class StreamCtx:
     store: str
     events: EventStore
-    schemas: SchemaRegistry | None = None  # validates appends and upcasts reads (shared/upcasting.py)
+    schemas: SchemaRegistry | None = None  # validates appends and upcasts reads (shared/upcasting/registry.py)
 
 
 async def _read(ctx: StreamCtx, raw: bool, rows: list[dict[str, Any]]) -> EventsResponse:
@@ -80,6 +90,49 @@ async def append_internal(req: AppendRequest, ctx: StreamCtx) -> AppendResponse:
             schemas.check_append(req.events)  # invalid_request naming the field; nothing written
     r = await ctx.events.append(ctx.store, req.stream_id, req.expected_version, req.events)
     return AppendResponse(version=r.version, position=r.position, count=r.count)
+
+
+async def append_multi(req: AppendMultiRequest, ctx: StreamCtx) -> AppendMultiResponse:
+    """Appends to several streams (and a checkpoint), all stored or none (services/stream/multi.py)."""
+    for a in req.appends:
+        _not_reserved(a.stream_id)
+    if ctx.schemas is not None and req.appends:
+        await ctx.events.store(ctx.store)  # store_not_found before anything else
+        schemas = ctx.schemas.loaded(ctx.store) or await ctx.schemas.schemas(ctx.store)
+        events = [e for a in req.appends for e in a.events]
+        if schemas.matches_patterns(events):
+            await run_matching(schemas.check_append, events)
+        else:
+            schemas.check_append(events)
+    r = await appender(ctx.events).append_multi(ctx.store, req.appends, req.checkpoint)
+    return AppendMultiResponse(
+        results=[
+            AppendMultiResult(
+                stream_id=a.stream_id,
+                version=x.version,
+                position=x.position,
+                count=x.count,
+                first_notification_id=x.position << NOTIFICATION_SHIFT,
+            )
+            for a, x in zip(req.appends, r.results, strict=True)
+        ],
+        position=r.position,
+    )
+
+
+async def checkpoint(req: CheckpointRequest, ctx: StreamCtx) -> CheckpointResponse:
+    position, _ = await appender(ctx.events).checkpoint(ctx.store, req.name)
+    return CheckpointResponse(name=req.name, position=position)
+
+
+async def read_all(req: ReadAllRequest, ctx: StreamCtx) -> ReadAllResponse:
+    """Every event of the store in log order, by pages (services/stream/readall.py)."""
+    page = await AllReader(ctx.events).read_all(ctx.store, req)
+    rows = page.events
+    if not req.raw and rows and ctx.schemas is not None:
+        schemas = ctx.schemas.loaded(ctx.store) or await ctx.schemas.schemas(ctx.store)
+        schemas.upcast(rows)
+    return ReadAllResponse.from_rows(rows, page.next, page.last_notification_id)
 
 
 async def read(req: ReadRequest, ctx: StreamCtx) -> EventsResponse:

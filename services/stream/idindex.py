@@ -2,12 +2,13 @@
 
 An append whose events all carry caller ids is the commit in the log (with ``Nats-Msg-Id``)
 *and then* an entry in the store's index stream, ``<prefix>.ix.<store>.id.<token(first id)>`` →
-msgpack ``{"s": stream_id, "q": position, "v": version}``. A writer that dies between the two
+msgpack ``{"s": stream_id, "q": position, "v": version}`` (``IndexEntry``; both records and the
+index stream's config are owned by shared/log/index.py). A writer that dies between the two
 leaves a commit the index does not know, and a resend with the same ids after JetStream's
 duplicate window would be stored twice. The index is derivable from the log, so this module
 repairs it:
 
-* a **checkpoint** ``<prefix>.ix.<store>.ck.id`` → ``{"q": seq, "t": unix ns}`` says every commit
+* a **checkpoint** ``<prefix>.ix.<store>.ck.id`` → ``{"q": seq, "t": unix ns}`` (``IndexCheckpoint``) says every commit
   at or below log sequence ``q`` is indexed, and that ``q`` was the log's last commit when the
   repair that wrote it began at time ``t`` (so every later commit is younger than ``t``).
   ``repair`` indexes the log's commits after it (those with ``Nats-Msg-Id``: their ids came from
@@ -35,17 +36,17 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-import msgpack
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.eventlog import H_VERSION, event_ids
+from esdb_gater.shared.log.index import IndexCheckpoint, IndexEntry
+from esdb_gater.shared.log.jetstream import H_MSG_ID, JS_BATCH_LIMIT, StoredMsg
+from esdb_gater.shared.log.kv import last_msgs
+from esdb_gater.shared.log.port import LogPort
 
-from shared.eventlog import H_VERSION
-from shared.jetstream import JS_BATCH_LIMIT, Log, StoredMsg
-from shared.subjects import Subjects
-
-__all__ = ["H_MSG_ID", "EventIdIndex", "RepairResult"]
+__all__ = ["EventIdIndex", "RepairResult"]
 
 log = logging.getLogger(__name__)
 
-H_MSG_ID: Final = "Nats-Msg-Id"
 SCAN_BATCH: Final = 256  # commits per Direct Get when a miss is confirmed
 MAX_BYTES: Final = 4 * 1024 * 1024
 CHECKPOINT_TTL_S: Final = 2.0  # a checkpoint read is reused this long (a stale one only scans more)
@@ -59,17 +60,8 @@ class RepairResult:
     checkpoint: int  # every commit at or below this position is indexed
 
 
-def _ids(sm: StoredMsg) -> list[str] | None:
-    """The event ids of a commit; None when the message is not one."""
-    try:
-        rows = msgpack.unpackb(sm.data, raw=False)
-        return [str(row["i"]) for row in rows]
-    except Exception:
-        return None
-
-
 class EventIdIndex:
-    def __init__(self, log: Log, subjects: Subjects) -> None:
+    def __init__(self, log: LogPort, subjects: Subjects) -> None:
         self.log = log
         self.subjects = subjects
         self._ck: dict[str, tuple[int, int, float]] = {}  # store -> (q, t ns, monotonic time read)
@@ -91,16 +83,15 @@ class EventIdIndex:
         sm = await self.log.direct_get(
             self.subjects.index_stream(store), {"last_by_subj": self.subjects.index_checkpoint(store)}
         )
-        q = t = 0
+        ck = IndexCheckpoint()
         if sm is not None and sm.data:
             with contextlib.suppress(Exception):
-                row = msgpack.unpackb(sm.data, raw=False)
-                q, t = int(row["q"]), int(row.get("t", 0))
-        self._ck[store] = (q, t, now)
-        return q, t
+                ck = IndexCheckpoint.decode(sm.data)
+        self._ck[store] = (ck.position, ck.since_ns, now)
+        return ck.position, ck.since_ns
 
     async def _set_checkpoint(self, store: str, q: int, t_ns: int) -> None:
-        await self.log.publish(self.subjects.index_checkpoint(store), msgpack.packb({"q": q, "t": t_ns}), {})
+        await self.log.publish(self.subjects.index_checkpoint(store), IndexCheckpoint(q, t_ns).encode(), {})
         self._ck[store] = (q, t_ns, time.monotonic())
 
     def forget(self, store: str) -> None:
@@ -125,7 +116,7 @@ class EventIdIndex:
             for sm in batch:
                 if sm.ts_ns > young_after_ns:
                     return None
-                if _ids(sm) == ids:
+                if event_ids(sm) == ids:
                     return sm
             if not batch or pending <= 0:
                 return None
@@ -199,7 +190,7 @@ class EventIdIndex:
         """The index entry of a commit whose ids came from the caller (it has ``Nats-Msg-Id``)."""
         if H_MSG_ID not in sm.headers:
             return None
-        ids = _ids(sm)
+        ids = event_ids(sm)
         if not ids:
             return None
         try:
@@ -207,22 +198,16 @@ class EventIdIndex:
             version = int(sm.headers[H_VERSION])
         except Exception:
             return None
-        body = msgpack.packb({"s": stream_id, "q": sm.seq, "v": version})
-        return self.subjects.index_event_id(store, ids[0]), body
+        return self.subjects.index_event_id(store, ids[0]), IndexEntry(stream_id, sm.seq, version).encode()
 
     async def _write(self, store: str, entries: dict[str, tuple[int, bytes]]) -> int:
         """Publish the entries that are missing or point at an earlier commit."""
         if not entries:
             return 0
-        index = self.subjects.index_stream(store)
-        subjects = list(entries)
         known: dict[str, int] = {}
-        for i in range(0, len(subjects), 1000):
-            group = subjects[i : i + 1000]
-            found, _ = await self.log.direct_batch(index, {"multi_last": group, "batch": len(group)})
-            for sm in found:
-                with contextlib.suppress(Exception):
-                    known[sm.subject] = int(msgpack.unpackb(sm.data, raw=False)["q"])
+        for sm in await last_msgs(self.log, self.subjects.index_stream(store), list(entries)):
+            with contextlib.suppress(Exception):
+                known[sm.subject] = IndexEntry.decode(sm.data).position
         todo = [(s, body) for s, (q, body) in entries.items() if known.get(s, 0) < q]
         for i in range(0, len(todo), WRITES_IN_FLIGHT):
             await asyncio.gather(*(self.log.publish(s, body, {}) for s, body in todo[i : i + WRITES_IN_FLIGHT]))

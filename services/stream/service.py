@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
-from services.stream import handlers as h
-from services.stream.store import EventStore
-from shared.endpoint import Op, ServiceSpec
-from shared.models import stream as m
-from shared.models.common import OkResponse
-from shared.upcasting import SchemaRegistry
+from typing import Final
+
+from nats.aio.client import Client
+
+from esdb_gater.services.stream import handlers as h
+from esdb_gater.services.stream.store import EventStore
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.jetstream import Log
+from esdb_gater.shared.models import stream as m
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.runtime.endpoint import Op, ServiceSpec
+from esdb_gater.shared.runtime.memory import monitor_from
+from esdb_gater.shared.runtime.runner import Build, Resource
+from esdb_gater.shared.upcasting.registry import SchemaRegistry
 
 VERSION = "0.1.0"
 
 OPS: list[Op[h.StreamCtx]] = [
     Op("append", h.append, m.AppendRequest, m.AppendResponse, "append events atomically with an expected version"),
+    Op(
+        "append_multi",
+        h.append_multi,
+        m.AppendMultiRequest,
+        m.AppendMultiResponse,
+        "append to several streams (and a checkpoint) atomically, each with an expected version",
+    ),
     Op("read", h.read, m.ReadRequest, m.EventsResponse, "read events forward or backward"),
     Op("forward", h.forward, m.ForwardRequest, m.EventsResponse, "read events forward"),
     Op("backward", h.backward, m.BackwardRequest, m.EventsResponse, "read events backward (-1 = from the end)"),
@@ -23,6 +39,8 @@ OPS: list[Op[h.StreamCtx]] = [
     Op("read_until", h.read_until, m.ReadUntilRequest, m.EventsResponse, "events up to an epoch_us"),
     Op("read_range", h.read_range, m.ReadRangeRequest, m.EventsResponse, "events between two epoch_us"),
     Op("version_at", h.version_at, m.VersionAtRequest, m.VersionResponse, "stream version at an epoch_us"),
+    Op("read_all", h.read_all, m.ReadAllRequest, m.ReadAllResponse, "every event of the store in log order, paged"),
+    Op("checkpoint", h.checkpoint, m.CheckpointRequest, m.CheckpointResponse, "a checkpoint of append_multi"),
     Op("create", h.store_create, m.CreateStoreRequest, m.StoreInfoResponse, "create a store", token="store"),
     Op("info", h.store_info, m.StoreInfoRequest, m.StoreInfoResponse, "describe a store", token="store"),
     Op(
@@ -59,23 +77,17 @@ def spec(events: EventStore, prefix: str = "esdb", schemas: SchemaRegistry | Non
     )
 
 
-async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.StreamCtx], list[object]]:
-    """Construct the service over a connection: (spec, resources with async start/stop)."""
-    from nats.aio.client import Client
-
-    from shared.jetstream import Log
-    from shared.settings import Settings
-    from shared.subjects import Subjects
-
-    assert isinstance(nc, Client) and isinstance(settings, Settings)
+async def build(nc: Client, settings: Settings) -> tuple[ServiceSpec[h.StreamCtx], list[Resource]]:
+    """Construct the service over a connection: (spec, resources to stop on the way out)."""
     subjects = Subjects(settings.subject_prefix)
     log = Log(nc, timeout=settings.request_timeout_s)
     await log.start()
-    from shared.memory import monitor_from
-
     events = EventStore(log, subjects, settings, memory=monitor_from(settings))
     for name, cfg in settings.stores.items():
         await events.create_store(name, cfg)
     # stopped before the log whose inbox it uses
     schemas = SchemaRegistry(log, subjects, idle_evict_s=settings.quotas.idle_evict_s)
     return spec(events, settings.service_name_prefix, schemas), [schemas, log]
+
+
+BUILD: Final[Build] = build

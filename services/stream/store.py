@@ -31,17 +31,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import msgpack
-
-from services.stream.idindex import EventIdIndex, RepairResult
-from shared.errors import (
+from esdb_gater.services.stream.idindex import EventIdIndex, RepairResult
+from esdb_gater.shared.core.errors import (
     InvalidRequestError,
     StoreNotFoundError,
     StreamNotFoundError,
     UnavailableError,
     WrongExpectedVersionError,
 )
-from shared.eventlog import (
+from esdb_gater.shared.core.settings import Settings, StoreConfig
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.eventlog import (
     H_COUNT,
     H_VERSION,
     Commit,
@@ -52,27 +52,32 @@ from shared.eventlog import (
     is_commit,
     new_event_id,
 )
-from shared.jetstream import (
+from esdb_gater.shared.log.index import IndexEntry, create_index_stream
+from esdb_gater.shared.log.jetstream import (
     ERR_INFLIGHT_SAME_SUBJECT,
+    ERR_INSUFFICIENT_RESOURCES,
+    ERR_STREAM_LIMITS_EXCEEDED,
+    ERR_STREAM_NAME_IN_USE,
     ERR_STREAM_NOT_FOUND,
     ERR_WRONG_LAST_SEQUENCE,
+    H_EXPECTED_LAST_SUBJECT_SEQ,
+    H_MSG_ID,
     JS_BATCH_LIMIT,
     JetStreamApiError,
-    Log,
     StoredMsg,
+    consistent_get,
 )
-from shared.memory import MemoryMonitor
-from shared.models.stream import ANY_VERSION, NO_STREAM, STREAM_EXISTS, EventIn
-from shared.quotas import IdleMap, check_quota
-from shared.settings import Settings, StoreConfig
-from shared.subjects import Subjects
+from esdb_gater.shared.log.kv import stream_subjects
+from esdb_gater.shared.log.port import LogPort, MsgGet
+from esdb_gater.shared.log.quotas import IdleMap, check_quota
+from esdb_gater.shared.log.stores import count_auto_created, log_stream_config, store_config_of
+from esdb_gater.shared.models.stream import ANY_VERSION, NO_STREAM, STREAM_EXISTS, EventIn
+from esdb_gater.shared.runtime.memory import MemoryMonitor
 
-__all__ = ["AppendResult", "Commit", "EventStore", "StoreInfo"]
+__all__ = ["AppendResult", "Commit", "EventStore", "PreparedCommit", "StoreInfo"]
 
 log = logging.getLogger(__name__)
 
-H_EXPECT_SUBJ_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
-H_MSG_ID: Final = "Nats-Msg-Id"
 HEAD_CACHE_SIZE: Final = 100_000
 # read page (commits, bytes) per memory level
 READ_PAGES: Final = {
@@ -82,8 +87,7 @@ READ_PAGES: Final = {
 }
 # JetStream refusals of a store's config that the caller can fix: insufficient resources
 # (e.g. replicas > cluster size) and replicas > 1 on a single server
-ERR_STORE_REFUSED: Final = (10023, 10074)
-AUTO_CREATED: Final = "esdb_gater_auto_created"  # log stream metadata of a store made on first use
+ERR_STORE_REFUSED: Final = (ERR_INSUFFICIENT_RESOURCES, ERR_STREAM_LIMITS_EXCEEDED)
 AUTO_CREATE_FULL_TTL_S: Final = 2.0  # how long a used-up auto-create quota is believed without listing again
 
 
@@ -92,6 +96,21 @@ class AppendResult:
     version: int
     position: int
     count: int
+
+
+@dataclass(slots=True, frozen=True)
+class PreparedCommit:
+    """An append's commit message (``EventStore.prepare_commit``): ``headers`` get ``Esdb-Version``
+    and the expected subject sequence when it is sent. ``client_ids``: every event id came from
+    the caller (the commit has a ``Nats-Msg-Id``); ``index_ids``: the append goes into the
+    event-id index (client ids and an ANY / STREAM_EXISTS expectation)."""
+
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+    ids: list[str]
+    client_ids: bool
+    index_ids: bool
 
 
 @dataclass(slots=True, frozen=True)
@@ -121,7 +140,9 @@ def _matches(expected: int, current: int) -> bool:
 class EventStore:
     """Appends and reads for every store, over one NATS connection."""
 
-    def __init__(self, log: Log, subjects: Subjects, settings: Settings, memory: MemoryMonitor | None = None) -> None:
+    def __init__(
+        self, log: LogPort, subjects: Subjects, settings: Settings, memory: MemoryMonitor | None = None
+    ) -> None:
         self.log = log
         self.subjects = subjects
         self.settings = settings
@@ -146,7 +167,7 @@ class EventStore:
             return info
         name = self.subjects.log_stream(store)
         try:
-            si = await self.log.api(f"$JS.API.STREAM.INFO.{name}")
+            si = await self.log.stream_info(name)
         except JetStreamApiError as exc:
             if exc.err_code != ERR_STREAM_NOT_FOUND:
                 raise
@@ -155,7 +176,7 @@ class EventStore:
             await self._check_auto_create(store)
             info, _ = await self.create_store(store, self.configured(store), auto=True)
             return info
-        info = StoreInfo(store, _config_of(si["config"]))
+        info = StoreInfo(store, store_config_of(si["config"]))
         await self._create_index(store, info.config)
         self._stores[store] = info
         return info
@@ -179,22 +200,7 @@ class EventStore:
             return
         if time.monotonic() < self._full_until:  # a client cycling new store names: no listing each time
             check_quota("auto_created_stores", limit, limit, store)
-        prefix = self.subjects.log_stream_prefix()
-        count = 0
-        offset = 0
-        while True:
-            # only the log streams (subject filter), not every stream of the account
-            req = {"offset": offset, "subject": f"{self.subjects.prefix}.log.>"}
-            reply = await self.log.api("$JS.API.STREAM.LIST", req)
-            page = reply.get("streams") or []
-            for si in page:
-                cfg = si.get("config") or {}
-                meta = cfg.get("metadata") or {}
-                if str(cfg.get("name", "")).startswith(prefix) and meta.get(AUTO_CREATED) == "1":
-                    count += 1
-            offset += len(page)
-            if not page or offset >= int(reply.get("total", 0)):
-                break
+        count = await count_auto_created(self.log, self.subjects)
         if count >= limit:
             self._full_until = time.monotonic() + AUTO_CREATE_FULL_TTL_S
         check_quota("auto_created_stores", limit, count, store)
@@ -203,70 +209,37 @@ class EventStore:
         """Create the store's JetStream stream; returns (info, created). Idempotent. ``auto``:
         made on first use (marked, and counted against ``quotas.auto_created_stores``)."""
         name = self.subjects.log_stream(store)
-        body = {
-            "name": name,
-            "description": cfg.description or f"esdb-gater event log of store {store}",
-            "subjects": [f"{self.subjects.log_root(store)}.>"],
-            "retention": "limits",
-            "storage": cfg.storage,
-            "num_replicas": cfg.replicas,
-            "max_age": int(cfg.max_age_s * 1e9),
-            "max_bytes": cfg.max_bytes,
-            "max_msgs": -1,
-            "max_msgs_per_subject": -1,
-            "discard": "old",
-            "duplicate_window": int(cfg.duplicate_window_s * 1e9),
-            "allow_direct": True,
-            "metadata": {"esdb_gater_store": store, "esdb_gater_layout": "1"},
-        }
-        if auto:
-            body["metadata"][AUTO_CREATED] = "1"  # type: ignore[index]
+        body = log_stream_config(self.subjects, store, cfg, auto=auto)
         created = False
         try:
-            si = await self.log.api(f"$JS.API.STREAM.INFO.{name}")
+            si = await self.log.stream_info(name)
         except JetStreamApiError as exc:
             if exc.err_code != ERR_STREAM_NOT_FOUND:
                 raise
             try:
-                si = await self.log.api(f"$JS.API.STREAM.CREATE.{name}", body)
+                si = await self.log.add_stream(body)
                 created = True
             except JetStreamApiError as exc2:
-                if exc2.err_code != 10058:  # not "created meanwhile by another instance"
+                if exc2.err_code != ERR_STREAM_NAME_IN_USE:  # not "created meanwhile by another instance"
                     if exc2.js_status < 500 or exc2.err_code in ERR_STORE_REFUSED:
                         raise InvalidRequestError(
                             f"JetStream refused the store: {exc2.description}",
                             details={"field": "store", "reason": exc2.description, "err_code": exc2.err_code},
                         ) from None
                     raise
-                si = await self.log.api(f"$JS.API.STREAM.INFO.{name}")
-        info = StoreInfo(store, _config_of(si["config"]))
+                si = await self.log.stream_info(name)
+        info = StoreInfo(store, store_config_of(si["config"]))
         await self._create_index(store, info.config)
         self._stores[store] = info
         return info, created
 
     async def _create_index(self, store: str, cfg: StoreConfig) -> None:
-        """The store's index stream: one subject per key, last value wins."""
-        name = self.subjects.index_stream(store)
-        body = {
-            "name": name,
-            "description": f"esdb-gater indexes of store {store}",
-            "subjects": [f"{self.subjects.index_root(store)}.>"],
-            "storage": cfg.storage,
-            "num_replicas": cfg.replicas,
-            "max_msgs_per_subject": 1,
-            "discard": "old",
-            "allow_direct": True,
-            "metadata": {"esdb_gater_store": store},
-        }
-        try:
-            await self.log.api(f"$JS.API.STREAM.CREATE.{name}", body)
-        except JetStreamApiError as exc:
-            if exc.err_code != 10058:
-                raise
+        """The store's index stream (shared/log/index.py)."""
+        await create_index_stream(self.log, self.subjects, store, cfg)
 
     async def store_stats(self, store: str) -> tuple[StoreInfo, int, int]:
         info = await self.store(store, create=False)
-        si = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.log_stream(store)}")
+        si = await self.log.stream_info(self.subjects.log_stream(store))
         state = si.get("state", {})
         return info, int(state.get("messages", 0)), int(state.get("num_subjects", 0))
 
@@ -306,11 +279,8 @@ class EventStore:
         info = await self.existing(store)
         if info is None:
             return None
-        req = {"last_by_subj": self.subjects.log_subject(store, stream_id)}
-        name = self.subjects.log_stream(store)
-        if info.config.replicas > 1:
-            return await self.log.leader_get(name, req)
-        return await self.log.direct_get(name, req)
+        req: MsgGet = {"last_by_subj": self.subjects.log_subject(store, stream_id)}
+        return await consistent_get(self.log, self.subjects.log_stream(store), req, info.config.replicas)
 
     async def _last_commit_msg(self, store: str, stream_id: str) -> tuple[StoredMsg | None, int]:
         """The stream's last commit, and the sequence of the last message on its subject (0 when
@@ -368,22 +338,9 @@ class EventStore:
             )
         await self.store(store)
         key = (store, stream_id)
-        subject = self.subjects.log_subject(store, stream_id)
-        client_ids = all(ev.event_id for ev in events)
-        ids = [ev.event_id or new_event_id() for ev in events]
-        if len(set(ids)) != len(ids):
-            raise InvalidRequestError("event ids must be unique within an append", details={"field": "events"})
-        payload = encode_events(events, ids)
-        headers = {H_COUNT: str(len(events))}
-        if client_ids:
-            # Same ids → same message id: JetStream answers a resend inside the duplicate window
-            # with the original sequence instead of storing it twice.
-            id_key = json.dumps([store, stream_id, ids], ensure_ascii=False)  # unambiguous, unlike a join
-            digest = hashlib.sha256(id_key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-            headers[H_MSG_ID] = digest
-        # ANY / STREAM_EXISTS appends never conflict, so a late resend (after the duplicate
-        # window) is recognised through the event-id index instead.
-        index_ids = client_ids and expected in (ANY_VERSION, STREAM_EXISTS)
+        prepared = self.prepare_commit(store, stream_id, expected, events)
+        subject, payload, headers = prepared.subject, prepared.payload, prepared.headers
+        client_ids, ids, index_ids = prepared.client_ids, prepared.ids, prepared.index_ids
         if index_ids:
             earlier = await self._indexed_append(store, stream_id, ids)
             if earlier is not None:
@@ -412,7 +369,7 @@ class EventStore:
                     )
                 first = current + 1
                 headers[H_VERSION] = str(first)
-                headers[H_EXPECT_SUBJ_SEQ] = str(head.subject_seq if head else 0)
+                headers[H_EXPECTED_LAST_SUBJECT_SEQ] = str(head.subject_seq if head else 0)
                 try:
                     ack = await self.log.publish(subject, payload, headers)
                 except JetStreamApiError as exc:
@@ -449,6 +406,26 @@ class EventStore:
                 return result
             raise UnavailableError("too much contention on the stream; try again", details={"stream_id": stream_id})
 
+    def prepare_commit(self, store: str, stream_id: str, expected: int, events: list[EventIn]) -> PreparedCommit:
+        """The commit message of an append, but for ``Esdb-Version`` and the expected subject
+        sequence (``stream.append`` and each append of ``stream.append_multi``)."""
+        client_ids = all(ev.event_id for ev in events)
+        ids = [ev.event_id or new_event_id() for ev in events]
+        if len(set(ids)) != len(ids):
+            raise InvalidRequestError("event ids must be unique within an append", details={"field": "events"})
+        headers = {H_COUNT: str(len(events))}
+        if client_ids:
+            # Same ids → same message id: JetStream answers a resend inside the duplicate window
+            # with the original sequence instead of storing it twice.
+            id_key = json.dumps([store, stream_id, ids], ensure_ascii=False)  # unambiguous, unlike a join
+            digest = hashlib.sha256(id_key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+            headers[H_MSG_ID] = digest
+        # ANY / STREAM_EXISTS appends never conflict, so a late resend (after the duplicate
+        # window) is recognised through the event-id index instead.
+        index_ids = client_ids and expected in (ANY_VERSION, STREAM_EXISTS)
+        subject = self.subjects.log_subject(store, stream_id)
+        return PreparedCommit(subject, encode_events(events, ids), headers, ids, client_ids, index_ids)
+
     # --- idempotency ------------------------------------------------------------------------
     async def _same_append_at(self, store: str, stream_id: str, version: int, ids: list[str]) -> AppendResult | None:
         """The stored append holding ``version``, if it has exactly these event ids."""
@@ -472,8 +449,8 @@ class EventStore:
             self.subjects.index_stream(store), {"last_by_subj": self.subjects.index_event_id(store, ids[0])}
         )
         if entry is not None:
-            row = msgpack.unpackb(entry.data, raw=False)
-            sm = await self.log.direct_get(self.subjects.log_stream(store), {"seq": int(row["q"])})
+            position = IndexEntry.decode(entry.data).position
+            sm = await self.log.direct_get(self.subjects.log_stream(store), {"seq": position})
             # deleted since, or the id was used in another stream: not a resend of that one
             if sm is not None and sm.subject == self.subjects.log_subject(store, stream_id):
                 same = self._if_same(sm, stream_id, ids)
@@ -504,7 +481,7 @@ class EventStore:
         return await self.ids.repair(store, full=True)
 
     async def _index_append(self, store: str, stream_id: str, first_id: str, seq: int) -> None:
-        body = msgpack.packb({"s": stream_id, "q": seq})
+        body = IndexEntry(stream_id, seq).encode()
         subject = self.subjects.index_event_id(store, first_id)
         try:
             await self.log.publish(subject, body, {})
@@ -687,34 +664,20 @@ class EventStore:
             return  # nothing to delete, and deleting makes no store
         key = (store, stream_id)
         async with self._stream_lock(key):
-            await self.log.api(
-                f"$JS.API.STREAM.PURGE.{self.subjects.log_stream(store)}",
-                {"filter": self.subjects.log_subject(store, stream_id)},
-            )
+            await self.log.purge(self.subjects.log_stream(store), subject=self.subjects.log_subject(store, stream_id))
             self._remember(key, None)
 
     async def list_streams(self, store: str, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         """Stream ids sorted by their UTF-8 bytes, a page after ``cursor``."""
         if await self.existing(store) is None:
             return [], None
-        name = self.subjects.log_stream(store)
+        listing = await stream_subjects(self.log, self.subjects.log_stream(store), self.subjects.log_all(store))
         ids: list[str] = []
-        offset = 0
-        while True:
-            si = await self.log.api(
-                f"$JS.API.STREAM.INFO.{name}",
-                {"subjects_filter": self.subjects.log_all(store), "offset": offset},
-            )
-            subjects = si.get("state", {}).get("subjects") or {}
-            for s in subjects:
-                try:
-                    ids.append(self.subjects.stream_id_of(s))
-                except ValueError:  # not a subject we made: a message someone else published
-                    log.warning("corrupt_entry: %s is not a stream subject; stream.list skips it", s[:200])
-            total = int(si.get("total", len(subjects)))
-            offset += len(subjects)
-            if not subjects or offset >= total:
-                break
+        for s in listing.subjects if listing is not None else []:
+            try:
+                ids.append(self.subjects.stream_id_of(s))
+            except ValueError:  # not a subject we made: a message someone else published
+                log.warning("corrupt_entry: %s is not a stream subject; stream.list skips it", s[:200])
         ids.sort(key=lambda s: s.encode("utf-8"))
         if cursor is not None:
             c = cursor.encode("utf-8")
@@ -765,14 +728,3 @@ class EventStore:
         events = await self.read_versions(store, stream_id, max(lo, hi - limit + 1), hi, limit)
         events.reverse()
         return events
-
-
-def _config_of(cfg: dict[str, Any]) -> StoreConfig:
-    return StoreConfig(
-        replicas=int(cfg.get("num_replicas", 1)),
-        storage="memory" if cfg.get("storage") == "memory" else "file",
-        max_age_s=int(cfg.get("max_age", 0)) / 1e9,
-        max_bytes=int(cfg.get("max_bytes", -1)),
-        duplicate_window_s=int(cfg.get("duplicate_window", 120_000_000_000)) / 1e9,
-        description=str(cfg.get("description", "")),
-    )

@@ -29,15 +29,30 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from services.subscription.store import Definition, SubscriptionStore
-from shared.authz import control_allowed
-from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
-from shared.endpoint import drop_reply, own_inbox, reply_allowed
-from shared.eventlog import decode_commit
-from shared.jetstream import StoredMsg
-from shared.lease import Lease, LeaseSupervisor
-from shared.subjects import Subjects, encode_token
-from shared.telemetry import instruments
+from esdb_gater.services.subscription.store import (
+    ControlAck,
+    ControlAckReply,
+    ControlReplayReply,
+    Definition,
+    SubscriptionStore,
+)
+from esdb_gater.shared.core.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
+from esdb_gater.shared.core.subjects import (
+    H_DELIVERY_ATTEMPT,
+    H_EVENT_VERSION,
+    H_POSITION,
+    H_STREAM_ID,
+    H_SUBSCRIPTION,
+    H_SUBSCRIPTION_KEY,
+    Subjects,
+    encode_token,
+)
+from esdb_gater.shared.core.telemetry import instruments
+from esdb_gater.shared.log.eventlog import decode_commit
+from esdb_gater.shared.log.jetstream import H_STATUS, StoredMsg
+from esdb_gater.shared.log.lease import Lease, LeaseSupervisor
+from esdb_gater.shared.runtime.endpoint import drop_reply, own_inbox, reply_allowed
+from esdb_gater.shared.security.authz import control_allowed
 
 __all__ = ["Driver", "Supervisor", "matcher", "pattern_regex"]
 
@@ -52,7 +67,7 @@ _STORED_HEADERS = (
     "Nats-Last-Sequence",
 )
 
-# (store, events) -> the events at their type's current schema version (shared.upcasting)
+# (store, events) -> the events at their type's current schema version (esdb_gater.shared.upcasting.registry)
 Upcaster = Callable[[str, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
@@ -111,7 +126,6 @@ class Driver:
         self.upcast = upcast
         self.codec: Codec = MSGPACK if d.codec == "msgpack" else JSON
         self.match = matcher(d)
-        self.ctl = subjects.subscription_control(d.store, d.key)
         # in every delivery's reply subject: the control subjects are under the store's API space,
         # so without it anyone allowed to call the store could ack (or -NAK) deliveries made to
         # someone else by guessing sequence numbers
@@ -142,7 +156,9 @@ class Driver:
                 problem,
             )
             return
-        self._ctl_sub = await self.nc.subscribe(self.ctl + ".>", cb=self._on_control)
+        self._ctl_sub = await self.nc.subscribe(
+            self.subjects.subscription_control_all(self.d.store, self.d.key), cb=self._on_control
+        )
         self._task = asyncio.create_task(self._run(), name=f"subscription-{self.d.key}")
 
     async def stop(self) -> None:
@@ -168,8 +184,8 @@ class Driver:
 
         async def on_msg(msg: Msg) -> None:
             hdrs = msg.headers
-            if hdrs is not None and "Status" in hdrs and not msg.data:
-                if hdrs["Status"] in ("404", "408", "409"):  # nothing now / expired / consumer gone
+            if hdrs is not None and H_STATUS in hdrs and not msg.data:
+                if hdrs[H_STATUS] in ("404", "408", "409"):  # nothing now / expired / consumer gone
                     done.set()
                 return
             try:
@@ -241,12 +257,12 @@ class Driver:
 
     def _headers(self, ev: dict[str, Any], attempt: int | str) -> dict[str, str]:
         h = {
-            "Esdb-Subscription": encode_token(self.d.name),
-            "Esdb-Subscription-Key": self.d.key,
-            "Esdb-Stream-Id": encode_token(ev["stream_id"]),
-            "Esdb-Version": str(ev["version"]),
-            "Esdb-Position": str(ev["position"]),
-            "Esdb-Delivery-Attempt": str(attempt),
+            H_SUBSCRIPTION: encode_token(self.d.name),
+            H_SUBSCRIPTION_KEY: self.d.key,
+            H_STREAM_ID: encode_token(ev["stream_id"]),
+            H_EVENT_VERSION: str(ev["version"]),
+            H_POSITION: str(ev["position"]),
+            H_DELIVERY_ATTEMPT: str(attempt),
         }
         if self.codec is MSGPACK:
             h[CONTENT_TYPE_HEADER] = MSGPACK.content_type
@@ -256,7 +272,7 @@ class Driver:
         await self.nc.publish(
             self.d.subscriber,
             self.codec.encode(ev),
-            reply=f"{self.ctl}.n.{self.nonce}.{seq}.{ev['version']}",
+            reply=self.subjects.subscription_native_ack(self.d.store, self.d.key, self.nonce, seq, ev["version"]),
             headers=self._headers(ev, attempt),
         )
         self.delivered += 1
@@ -296,22 +312,24 @@ class Driver:
 
     # --- control subjects -----------------------------------------------------------------------
     async def _on_control(self, msg: Msg) -> None:
-        tail = msg.subject[len(self.ctl) + 1 :].split(".")
+        ctl = self.subjects.parse_subscription_control(self.d.store, self.d.key, msg.subject)
         if msg.reply and not reply_allowed(msg.reply, self.reply_prefixes):
             drop_reply("subscription.ctl", msg.reply)  # never answer into someone else's subject
             return
-        if msg.headers and "Status" in msg.headers:
+        if msg.headers and H_STATUS in msg.headers:
             # The server's "503 no responders" for a delivery nobody was subscribed to: not an
             # ack. The event stays pending and comes back after ack_wait (then parks).
             return
         try:
-            if tail[0] == "n" and len(tail) == 4:  # native ack/nak of a delivery
-                if not hmac.compare_digest(tail[1], self.nonce):
+            if ctl is None:
+                return
+            if ctl.kind == "native_ack":  # native ack/nak of a delivery
+                if not hmac.compare_digest(ctl.nonce, self.nonce):
                     return  # not a reply to one of this driver's deliveries
-                seq, version = int(tail[2]), int(tail[3])
-                entry = self.pending.get(seq)
+                entry = self.pending.get(ctl.seq)
                 if entry is None:
                     return
+                version = ctl.version
                 ev = entry.remaining.get(version)
                 if ev is None:
                     return
@@ -321,23 +339,23 @@ class Driver:
                     await self.ack(ev["stream_id"], version)
                 if msg.reply:
                     await msg.respond(b"")
-            elif tail[0] == "p" and len(tail) == 3:  # native ack of a replayed parked event
-                if not hmac.compare_digest(tail[1], self.nonce):
+            elif ctl.kind == "parked_ack":  # native ack of a replayed parked event
+                if not hmac.compare_digest(ctl.nonce, self.nonce):
                     return
-                fut = self.replays.get(int(tail[2]))
+                fut = self.replays.get(ctl.seq)
                 if fut is not None and not fut.done():
                     fut.set_result(not msg.data.strip().startswith(b"-NAK"))
                 if msg.reply:
                     await msg.respond(b"")
-            elif tail in (["ack"], ["replay"]) and not control_allowed(self.nc, msg.headers):
+            elif not control_allowed(self.nc, msg.headers):  # ack or replay
                 # the handlers' forwarded ack_event / replay_parked carry the services' credential;
                 # a client publishing here directly would bypass the op's capability check
                 log.warning("subscription %s: refused a control message without the service credential", self.d.key)
-            elif tail == ["ack"]:
-                body = json.loads(msg.data)
-                found = await self.ack(str(body["stream_id"]), int(body["event_number"]))
-                await msg.respond(json.dumps({"ok": True, "acked": found}).encode())
-            elif tail == ["replay"]:
+            elif ctl.kind == "ack":
+                req = ControlAck.model_validate_json(msg.data)
+                found = await self.ack(req.stream_id, req.event_number)
+                await msg.respond(JSON.encode(ControlAckReply(acked=found).model_dump()))
+            else:  # replay
                 # in a task: the acks of the replayed events arrive on this same subscription,
                 # whose callback runs one message at a time
                 task = asyncio.create_task(self._replay_and_answer(msg))
@@ -349,7 +367,7 @@ class Driver:
     async def _replay_and_answer(self, msg: Msg) -> None:
         try:
             n = await self.replay_parked()
-            await msg.respond(json.dumps({"replayed": n}).encode())
+            await msg.respond(JSON.encode(ControlReplayReply(replayed=n).model_dump()))
         except Exception:
             log.exception("subscription %s: replay of parked events failed", self.d.key)
 
@@ -361,21 +379,11 @@ class Driver:
         for sm in parked:
             fut: asyncio.Future[bool] = loop.create_future()
             self.replays[sm.seq] = fut
-            headers = dict(sm.headers)
-            for h in (
-                "Nats-Stream",
-                "Nats-Subject",
-                "Nats-Sequence",
-                "Nats-Time-Stamp",
-                "Nats-Num-Pending",
-                "Nats-Last-Sequence",
-            ):
-                headers.pop(h, None)
-            headers["Esdb-Delivery-Attempt"] = "replay"
+            headers = {k: v for k, v in sm.headers.items() if k not in _STORED_HEADERS}
+            headers[H_DELIVERY_ATTEMPT] = "replay"
             ev = json.loads(sm.data)
-            await self.nc.publish(
-                self.d.subscriber, self.codec.encode(ev), reply=f"{self.ctl}.p.{self.nonce}.{sm.seq}", headers=headers
-            )
+            reply = self.subjects.subscription_parked_ack(self.d.store, self.d.key, self.nonce, sm.seq)
+            await self.nc.publish(self.d.subscriber, self.codec.encode(ev), reply=reply, headers=headers)
             waits.append((sm.seq, fut))
         deadline = loop.time() + self.d.ack_wait_ms / 1000
         for seq, fut in waits:

@@ -1,20 +1,17 @@
-"""One async function per subject of the subscription service."""
+"""One async function per subject of the subscription service. No bytes, headers or JetStream here."""
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
-from services.subscription.driver import Supervisor
-from services.subscription.store import Definition, SubscriptionStore, subscription_key
-from shared.authz import service_headers
-from shared.errors import GatewayError, SubscriptionNotFoundError, UnavailableError, error_from_envelope
-from shared.eventlog import commit_of
-from shared.lease import lease_holder
-from shared.models.common import OkResponse
-from shared.models.subscription import (
+from esdb_gater.services.subscription.driver import Supervisor
+from esdb_gater.services.subscription.store import Definition, SubscriptionStore, subscription_key
+from esdb_gater.shared.core.errors import GatewayError, SubscriptionNotFoundError, UnavailableError
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.models.subscription import (
     AckRequest,
     GetRequest,
     ListRequest,
@@ -26,6 +23,8 @@ from shared.models.subscription import (
     SubscriptionsResponse,
 )
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class SubCtx:
@@ -35,21 +34,18 @@ class SubCtx:
 
 
 async def _info(ctx: SubCtx, d: Definition) -> SubscriptionInfo:
-    ci = await ctx.subs.consumer_info(d) or {}
-    floor = int(ci.get("ack_floor", {}).get("stream_seq", 0))
-    lag = int(ci.get("num_pending", 0)) + int(ci.get("num_ack_pending", 0))
+    floor, lag = await ctx.subs.consumer_progress(d)
     checkpoint: int | None = None
     if floor > 0:
         checkpoint = floor
         if d.type == "stream" and d.selector != "$all":
-            sm = await ctx.subs.commit_at(d.store, floor)
-            checkpoint = commit_of(sm).last if sm is not None else None
+            checkpoint = await ctx.subs.last_version_at(d.store, floor)
     lag_seconds = 0.0
     if lag > 0:
-        nxt = await ctx.subs.next_commit(d, floor)
-        if nxt is not None:
-            lag_seconds = max(0.0, time.time() - nxt.ts_ns / 1e9)
-    lease = await ctx.subs.lease_value(d.store, d.key)
+        written = await ctx.subs.next_commit_time(d, floor)
+        if written is not None:
+            lag_seconds = max(0.0, time.time() - written)
+    holder = await ctx.subs.holder(d)
     return SubscriptionInfo(
         type=d.type,
         selector=d.selector,
@@ -68,7 +64,7 @@ async def _info(ctx: SubCtx, d: Definition) -> SubscriptionInfo:
         max_deliver=d.max_deliver,
         backoff_ms=d.backoff_ms,
         codec=d.codec,
-        active=lease_holder(lease) is not None,
+        active=holder is not None,
     )
 
 
@@ -114,19 +110,16 @@ async def list_(req: ListRequest, ctx: SubCtx) -> SubscriptionsResponse:
     return SubscriptionsResponse(subscriptions=[await _info(ctx, d) for d in defs])
 
 
-async def _control(ctx: SubCtx, d: Definition, op: str, body: dict[str, Any]) -> Any:
-    subject = f"{ctx.subs.subjects.subscription_control(d.store, d.key)}.{op}"
+async def _at_driver(d: Definition, call: Awaitable[T]) -> T:
+    """A call forwarded to the instance delivering ``d``; ``unavailable`` naming the
+    subscription when no instance delivers it."""
     try:
-        msg = await ctx.subs.log._request(subject, json.dumps(body).encode(), service_headers(ctx.subs.log.nc))
+        return await call
     except UnavailableError:
         raise UnavailableError(
             f"subscription {d.name!r} is not being delivered right now (no instance holds it); try again",
             details={"name": d.name, "key": d.key},
         ) from None
-    reply = json.loads(msg.data)
-    if msg.headers and "Nats-Service-Error-Code" in msg.headers:
-        raise error_from_envelope(reply)
-    return reply
 
 
 async def ack(req: AckRequest, ctx: SubCtx) -> OkResponse:
@@ -144,7 +137,7 @@ async def ack(req: AckRequest, ctx: SubCtx) -> OkResponse:
     errors: list[GatewayError] = []
     for d in defs:
         try:
-            await _control(ctx, d, "ack", {"stream_id": req.stream_id, "event_number": req.event_number})
+            await _at_driver(d, ctx.subs.forward_ack(d, req.stream_id, req.event_number))
         except GatewayError as exc:
             errors.append(exc)
     if errors and len(errors) == len(defs):
@@ -154,5 +147,4 @@ async def ack(req: AckRequest, ctx: SubCtx) -> OkResponse:
 
 async def replay_parked(req: ReplayParkedRequest, ctx: SubCtx) -> ReplayParkedResponse:
     d = await _find(ctx, req)
-    reply = await _control(ctx, d, "replay", {})
-    return ReplayParkedResponse(replayed=int(reply.get("replayed", 0)))
+    return ReplayParkedResponse(replayed=await _at_driver(d, ctx.subs.forward_replay(d)))

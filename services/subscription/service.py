@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from services.subscription import handlers as h
-from services.subscription.driver import Supervisor
-from services.subscription.store import SubscriptionStore
-from shared.endpoint import Op, ServiceSpec
-from shared.models import subscription as m
-from shared.models.common import OkResponse
+from typing import Final
+
+from nats.aio.client import Client
+
+from esdb_gater.services.subscription import handlers as h
+from esdb_gater.services.subscription.driver import Supervisor
+from esdb_gater.services.subscription.store import SubscriptionStore
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.jetstream import Log
+from esdb_gater.shared.models import subscription as m
+from esdb_gater.shared.models.common import OkResponse
+from esdb_gater.shared.runtime.endpoint import Op, ServiceSpec
+from esdb_gater.shared.runtime.runner import Build, Resource
+from esdb_gater.shared.upcasting.registry import SchemaRegistry
 
 VERSION = "0.1.0"
 
@@ -21,15 +30,8 @@ OPS: list[Op[h.SubCtx]] = [
 ]
 
 
-async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.SubCtx], list[object]]:
-    from nats.aio.client import Client
-
-    from shared.jetstream import Log
-    from shared.settings import Settings
-    from shared.subjects import Subjects
-    from shared.upcasting import SchemaRegistry
-
-    assert isinstance(nc, Client) and isinstance(settings, Settings)
+async def build(nc: Client, settings: Settings) -> tuple[ServiceSpec[h.SubCtx], list[Resource]]:
+    """Construct the service over a connection: (spec, resources to stop on the way out)."""
     subjects = Subjects(settings.subject_prefix)
     log = Log(nc, timeout=settings.request_timeout_s)
     await log.start()
@@ -50,3 +52,6 @@ async def build(nc: object, settings: object) -> tuple[ServiceSpec[h.SubCtx], li
         make_ctx=lambda store: h.SubCtx(store=store, subs=subs, supervisor=supervisor),
     )
     return spec, [supervisor, schemas, log]
+
+
+BUILD: Final[Build] = build

@@ -21,25 +21,42 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from pydantic import BaseModel
 
-from shared.authz import service_headers
-from shared.errors import (
-    AlreadyExistsError,
-    GatewayError,
-    InvalidRequestError,
-    StoreNotFoundError,
-    error_from_envelope,
+from esdb_gater.shared.core.codec import JSON
+from esdb_gater.shared.core.errors import AlreadyExistsError, GatewayError, InvalidRequestError
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.eventlog import commit_of, is_commit
+from esdb_gater.shared.log.jetstream import (
+    ERR_CONSUMER_NOT_FOUND,
+    ERR_STREAM_NOT_FOUND,
+    JetStreamApiError,
+    Log,
+    StoredMsg,
+    consumer_info,
+    create_consumer,
+    create_stream,
+    open_kv,
 )
-from shared.eventlog import is_commit
-from shared.jetstream import ERR_STREAM_NOT_FOUND, JetStreamApiError, Log, StoredMsg, kv_values, open_kv
-from shared.models.subscription import SaveRequest
-from shared.quotas import IdleMap, check_quota
-from shared.settings import Settings
-from shared.subjects import Subjects
+from esdb_gater.shared.log.kv import kv_values
+from esdb_gater.shared.log.lease import lease_holder
+from esdb_gater.shared.log.quotas import check_quota
+from esdb_gater.shared.log.stores import KnownStores
+from esdb_gater.shared.models.peer_ops import STREAM_READ
+from esdb_gater.shared.models.stream import ReadRequest
+from esdb_gater.shared.models.subscription import SaveRequest
+from esdb_gater.shared.runtime.peers import Peers, make_request
 
-__all__ = ["Definition", "SubscriptionStore", "subscription_key"]
-
-ERR_CONSUMER_NOT_FOUND = 10014
+__all__ = [
+    "ControlAck",
+    "ControlAckReply",
+    "ControlReplay",
+    "ControlReplayReply",
+    "Definition",
+    "SubscriptionStore",
+    "subscription_key",
+]
 
 
 def subscription_key(type_: str, selector: Any, name: str) -> str:
@@ -85,6 +102,26 @@ class Definition:
         return cls(**known)
 
 
+# The subscription service's control messages between its own instances (JSON on
+# Subjects.subscription_ack / subscription_replay): a handler forwards, the driver answers.
+class ControlAck(BaseModel):
+    stream_id: str
+    event_number: int
+
+
+class ControlAckReply(BaseModel):
+    ok: bool = True
+    acked: bool = False
+
+
+class ControlReplay(BaseModel):
+    pass
+
+
+class ControlReplayReply(BaseModel):
+    replayed: int = 0
+
+
 def _rfc3339_from_us(us: int) -> str:
     sec, frac = divmod(us, 1_000_000)
     return f"{datetime.fromtimestamp(sec, UTC):%Y-%m-%dT%H:%M:%S}.{frac:06d}Z"
@@ -98,7 +135,8 @@ class SubscriptionStore:
         self.subjects = subjects
         self.settings = settings
         self.kv: Any = None
-        self._stores: IdleMap[str, bool] = IdleMap(settings.quotas.idle_evict_s)  # stores known to exist
+        self.peers = Peers(nc, subjects, timeout=settings.request_timeout_s)
+        self.stores = KnownStores(self.peers, settings)  # stores known to exist, dropped when idle
 
     async def open(self) -> None:
         bucket = self.subjects.subscriptions_bucket()
@@ -110,27 +148,30 @@ class SubscriptionStore:
     async def ensure_store(self, store: str, *, create: bool = False) -> None:
         """``store_not_found`` unless the store exists; ``create`` (writes only, ADR 0016): make
         it when stores are created on first use. Reads never create a store."""
-        if store in self._stores:
-            return
-        try:
-            await self._api(store, "store", "info")
-        except StoreNotFoundError:
-            if not self.settings.auto_create_stores:
-                raise
-            if not create:
-                return  # a read: answered as for an empty store, and nothing is made (ADR 0016)
-            await self._api(store, "store", "create", internal=True)  # counted as made on first use
-        self._stores.add(store)
+        await self.stores.ensure(store, create=create)
 
-    async def _api(
-        self, store: str, service: str, op: str, body: dict[str, Any] | None = None, *, internal: bool = False
-    ) -> Any:
-        subject = (self.subjects.internal if internal else self.subjects.api)(store, service, op)
-        msg = await self.log._request(subject, json.dumps(body or {}).encode(), service_headers(self.log.nc))
-        reply = json.loads(msg.data)
-        if msg.headers and "Nats-Service-Error-Code" in msg.headers:
-            raise error_from_envelope(reply)
-        return reply
+    # --- the instance delivering a subscription (its control subjects, JSON) ------------------
+    async def forward_ack(self, d: Definition, stream_id: str, event_number: int) -> bool:
+        """ack_event at the instance delivering ``d``: True when it had that event pending."""
+        reply = await self.peers.ask(
+            self.subjects.subscription_ack(d.store, d.key),
+            ControlAck(stream_id=stream_id, event_number=event_number),
+            ControlAckReply,
+            service="subscription",
+            codec=JSON,
+        )
+        return reply.acked
+
+    async def forward_replay(self, d: Definition) -> int:
+        """replay_parked at the instance delivering ``d``: how many parked events it sent again."""
+        reply = await self.peers.ask(
+            self.subjects.subscription_replay(d.store, d.key),
+            ControlReplay(),
+            ControlReplayReply,
+            service="subscription",
+            codec=JSON,
+        )
+        return reply.replayed
 
     # --- definitions ------------------------------------------------------------------------
     @staticmethod
@@ -183,10 +224,7 @@ class SubscriptionStore:
                 details={"name": req.name, "type": req.type, "key": key},
             ) from None
         try:
-            await self.log.api(
-                f"$JS.API.CONSUMER.CREATE.{self.subjects.log_stream(store)}.{d.consumer}",
-                {"stream_name": self.subjects.log_stream(store), "config": consumer, "action": "create"},
-            )
+            await create_consumer(self.log, self.subjects.log_stream(store), d.consumer, consumer)
         except GatewayError as exc:
             await self.kv.delete(self.def_key(store, key))
             if isinstance(exc, JetStreamApiError) and exc.js_status < 500:
@@ -247,15 +285,13 @@ class SubscriptionStore:
         """The position of the append holding ``version`` (asked of the stream service); None
         when the stream does not reach that far yet (deliver from its start and skip)."""
         try:
-            reply = await self._api(
-                store, "stream", "read", {"stream_id": stream_id, "start_version": version, "count": 1}
-            )
+            request = make_request(ReadRequest, stream_id=stream_id, start_version=version, count=1)
+            reply = await self.peers.call(store, STREAM_READ, request)
         except GatewayError as exc:
             if exc.code.value == "stream_not_found":
                 return None
             raise
-        events = reply.get("events") or []
-        return int(events[0]["position"]) if events else None
+        return reply.events[0].position if reply.events else None
 
     async def delete(self, store: str, key: str) -> bool:
         existed = await self.get_def(store, key) is not None
@@ -295,12 +331,7 @@ class SubscriptionStore:
 
     # --- progress ---------------------------------------------------------------------------
     async def consumer_info(self, d: Definition) -> dict[str, Any] | None:
-        try:
-            return await self.log.api(f"$JS.API.CONSUMER.INFO.{self.subjects.log_stream(d.store)}.{d.consumer}")
-        except JetStreamApiError as exc:
-            if exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
-                return None
-            raise
+        return await consumer_info(self.log, self.subjects.log_stream(d.store), d.consumer)
 
     async def commit_at(self, store: str, seq: int) -> StoredMsg | None:
         """The commit at ``seq``; for a corrupt entry (ADR 0013), the last commit of the same
@@ -320,6 +351,26 @@ class SubscriptionStore:
             self.subjects.log_stream(d.store), {"seq": after_seq + 1, "next_by_subj": d.filter_subject}
         )
 
+    async def consumer_progress(self, d: Definition) -> tuple[int, int]:
+        """(ack floor, events not yet acked) of the subscription's consumer; (0, 0) without one."""
+        ci = await self.consumer_info(d) or {}
+        floor = int(ci.get("ack_floor", {}).get("stream_seq", 0))
+        return floor, int(ci.get("num_pending", 0)) + int(ci.get("num_ack_pending", 0))
+
+    async def last_version_at(self, store: str, seq: int) -> int | None:
+        """The stream version of the last event of the commit at position ``seq`` (see ``commit_at``)."""
+        sm = await self.commit_at(store, seq)
+        return commit_of(sm).last if sm is not None else None
+
+    async def next_commit_time(self, d: Definition, after_seq: int) -> float | None:
+        """When the subscription's next commit after position ``after_seq`` was written (epoch seconds)."""
+        sm = await self.next_commit(d, after_seq)
+        return sm.ts_ns / 1e9 if sm is not None else None
+
+    async def holder(self, d: Definition) -> str | None:
+        """The instance delivering the subscription (its lease's owner); None when none does."""
+        return lease_holder(await self.lease_value(d.store, d.key))
+
     # --- parked events ----------------------------------------------------------------------
     async def ensure_dlq(self, store: str) -> None:
         name = self.subjects.dlq_stream(store)
@@ -330,21 +381,17 @@ class SubscriptionStore:
                 raise
             info = await self.log.api(f"$JS.API.STREAM.INFO.{self.subjects.log_stream(store)}")
             cfg = info["config"]
-            try:
-                await self.log.api(
-                    f"$JS.API.STREAM.CREATE.{name}",
-                    {
-                        "name": name,
-                        "description": f"esdb-gater parked subscription events of store {store}",
-                        "subjects": [f"{self.subjects.dlq_root(store)}.>"],
-                        "storage": cfg.get("storage", "file"),
-                        "num_replicas": cfg.get("num_replicas", 1),
-                        "allow_direct": True,
-                    },
-                )
-            except JetStreamApiError as exc2:
-                if exc2.err_code != 10058:
-                    raise
+            await create_stream(
+                self.log,
+                {
+                    "name": name,
+                    "description": f"esdb-gater parked subscription events of store {store}",
+                    "subjects": [f"{self.subjects.dlq_root(store)}.>"],
+                    "storage": cfg.get("storage", "file"),
+                    "num_replicas": cfg.get("num_replicas", 1),
+                    "allow_direct": True,
+                },
+            )
 
     async def parked_count(self, d: Definition) -> int:
         try:

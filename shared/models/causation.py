@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.models.common import Request, Response
+from esdb_gater.shared.models.common import Request, Response
 
 __all__ = [
     "CauseResponse",

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from shared.models.common import Request, Response
+from esdb_gater.shared.models.common import Request, Response
 
 __all__ = [
     "CHANNEL_RE",

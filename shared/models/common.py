@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from shared.subjects import MAX_STREAM_ID_BYTES
+from esdb_gater.shared.core.subjects import MAX_STREAM_ID_BYTES
 
 __all__ = ["OkResponse", "Request", "Response", "StreamId"]
 

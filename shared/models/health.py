@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from shared.models.common import Request, Response
+from esdb_gater.shared.models.common import Request, Response
 
 __all__ = [
     "HealthCheckRequest",

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Final, Literal
 import msgpack
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from shared.models.common import Request, Response, StreamId
-from shared.patterns import check_pattern
+from esdb_gater.shared.core.patterns import check_pattern
+from esdb_gater.shared.models.common import Request, Response, StreamId
 
 __all__ = [
     "DERIVED_PREFIX",

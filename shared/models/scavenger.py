@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from shared.models.common import Request, Response, StreamId
+from esdb_gater.shared.models.common import Request, Response, StreamId
 
 __all__ = [
     "ArchiveReadRequest",

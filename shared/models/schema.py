@@ -3,7 +3,7 @@
 A schema describes one version of one event type: an optional JSON Schema for ``data`` and the
 declarative upcaster steps that turn an event of an older version into this shape. The steps
 are plain JSON objects with an ``op`` (the catalogue is in docs/api/schema.md#steps; the
-semantics in ``shared/upcasting.py``), so every language can read, write and apply them.
+semantics in ``shared/upcasting/registry.py``), so every language can read, write and apply them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator
 
-from shared.models.common import Request, Response
+from esdb_gater.shared.models.common import Request, Response
 
 __all__ = [
     "MAX_SCHEMA_VERSION",

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, Field, field_validator, model_validator
 
-from shared.models.common import Request, Response
-from shared.models.stream import is_json_content_type
+from esdb_gater.shared.models.common import Request, Response
+from esdb_gater.shared.models.stream import is_json_content_type
 
 __all__ = [
     "MAX_CHUNKS",

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from shared.models.common import Request, Response, StreamId
+from esdb_gater.shared.models.common import Request, Response, StreamId
 
 __all__ = [
     "AckRequest",

@@ -29,12 +29,12 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
-from shared import jetstream
-from shared.client import GaterClient
-from shared.errors import GatewayError
-from shared.natsserver import NatsCluster, NatsServer
-from shared.retry import RetryConfig
-from shared.telemetry import attach, detach
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.client.retry import RetryConfig
+from esdb_gater.shared.core.errors import GatewayError
+from esdb_gater.shared.core.telemetry import attach, detach
+from esdb_gater.shared.log import jetstream
+from esdb_gater.shared.tooling.natsserver import NatsCluster, NatsServer
 
 ROOT = Path(__file__).resolve().parents[2]
 STORE = "chaos"
@@ -55,7 +55,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 class ServiceProc:
-    """``python -m shared.cli serve SERVICE --nats URL1,URL2,URL3`` in its own process."""
+    """``python -m esdb_gater.cli serve SERVICE --nats URL1,URL2,URL3`` in its own process."""
 
     def __init__(self, service: str, url: str, index: int) -> None:
         self.service = service
@@ -81,7 +81,7 @@ class ServiceProc:
             }
         )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "serve", self.service, "--nats", self.url],
+            [sys.executable, "-m", "esdb_gater.cli", "serve", self.service, "--nats", self.url],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -225,7 +225,7 @@ async def create_store(client: GaterClient, store: str = STORE) -> None:
 
 
 class RetryCounter:
-    """Counts the client's retry attempts and give-ups (``shared.telemetry.attach``)."""
+    """Counts the client's retry attempts and give-ups (``esdb_gater.shared.core.telemetry.attach``)."""
 
     def __init__(self) -> None:
         self.id = f"chaos-{uuid.uuid4().hex[:8]}"

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from nats.aio.client import Client
 
-from shared.client import GaterClient
-from shared.errors import WrongExpectedVersionError
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import GatewayError, WrongExpectedVersionError
 from tests.chaos.harness import (
     CLIENT_TIMEOUT_S,
     RETRY,
@@ -300,3 +304,165 @@ async def test_quick_node_and_service_kill(chaos: Chaos) -> None:
             _assert_clean(v, stats, no_errors=True)
     finally:
         await close(nc)
+
+
+# --- append_multi: transactions across streams under node and service kills (issue 12) --------------
+
+
+@dataclass
+class Tx:
+    """One append_multi as a writer made it: (stream, event ids) per append."""
+
+    parts: list[tuple[str, list[str]]]
+    acked: bool = False
+    versions: list[int] = field(default_factory=list)  # each stream's version from the reply
+    error: str | None = None
+
+
+async def _log_events(client: GaterClient) -> list[dict[str, Any]]:
+    """The whole store by ``read_all`` pages (log order)."""
+    out: list[dict[str, Any]] = []
+    body: dict[str, Any] = {"limit": 1000}
+    while True:
+        page = await client.request(STORE, "stream", "read_all", body)
+        out += page["events"]
+        if page["next"] is None:
+            return out
+        body = {"limit": 1000, "from": page["next"], "inclusive": False}
+
+
+def _tx_problems(txs: list[Tx], events: list[dict[str, Any]], *, final: bool) -> list[str]:
+    """All-or-nothing of every transaction across its streams in one read of the log; with
+    ``final``, every acknowledged one at the versions its reply named, and nothing doubled."""
+    at = {e["event_id"]: (e["stream_id"], e["version"]) for e in events}
+    problems = []
+    counts = Counter(e["event_id"] for e in events)
+    problems += [f"event {i} stored {c} times" for i, c in counts.items() if c > 1]
+    for tx in txs:
+        ids = [i for _, part in tx.parts for i in part]
+        present = sum(1 for i in ids if i in at)
+        if 0 < present < len(ids):
+            problems.append(f"transaction {ids[0][:8]}… shows {present} of {len(ids)} events")
+        if final and tx.acked:
+            if present < len(ids):
+                problems.append(f"acknowledged transaction {ids[0][:8]}… lost {len(ids) - present} events")
+                continue
+            for (stream, part), v in zip(tx.parts, tx.versions, strict=True):
+                want = [(stream, x) for x in range(v - len(part) + 1, v + 1)]
+                if [at[i] for i in part] != want:
+                    problems.append(f"{stream}: acknowledged at {want}, stored at {[at[i] for i in part]}")
+    return problems
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(300)
+async def test_append_multi_is_atomic_under_node_and_service_kills(chaos: Chaos) -> None:
+    """4 writers, each appending transactions over its own 3 streams (1-3 events each, exact
+    expected versions, a checkpoint), 2 readers reading the whole log with ``read_all`` and
+    checking every transaction all-or-nothing; the stream leader's node and a service instance
+    are killed with SIGKILL and come back. Afterwards every acknowledged transaction is stored
+    whole at the versions its reply named; none is partial or doubled."""
+    nc, admin = await _admin(chaos)
+    leader = await _stream_leader(nc)
+    victim = chaos.instances("stream")[0]
+    txs: list[Tx] = []
+    read_problems: list[str] = []
+    errors: list[str] = []
+    reads = 0
+    stop = asyncio.Event()
+    conns = [await connect(chaos.url, f"chaos-multi-{i}") for i in range(6)]
+    clients = [GaterClient(c, timeout=CLIENT_TIMEOUT_S, retry=RETRY) for c in conns]
+
+    async def versions(client: GaterClient, streams: list[str]) -> list[int] | None:
+        while not stop.is_set():
+            try:
+                return [await client.get_version(STORE, s) for s in streams]
+            except GatewayError:
+                await asyncio.sleep(0.2)
+        return None
+
+    async def write(w: int, client: GaterClient) -> None:
+        rng = random.Random(w)
+        streams = [f"m{w}-{k}" for k in range(3)]
+        current = await versions(client, streams)
+        n = 0
+        while current is not None and not stop.is_set():
+            n += 1
+            tx = Tx([(s, [str(uuid.uuid4()) for _ in range(rng.randint(1, 3))]) for s in streams])
+            txs.append(tx)
+            body = {
+                "appends": [
+                    {
+                        "stream_id": s,
+                        "expected_version": v,
+                        "events": [{"event_id": i, "event_type": "Tx"} for i in ids],
+                    }
+                    for (s, ids), v in zip(tx.parts, current, strict=True)
+                ],
+                "checkpoint": {"name": f"w{w}", "position": n},
+            }
+            try:
+                r = await client.request(STORE, "stream", "append_multi", body)
+            except GatewayError as exc:
+                tx.error = repr(exc)
+                errors.append(f"writer {w}: {exc!r}")
+                current = await versions(client, streams)
+                continue
+            tx.acked = True
+            tx.versions = [x["version"] for x in r["results"]]
+            current = tx.versions
+
+    async def read(client: GaterClient) -> None:
+        nonlocal reads
+        while not stop.is_set():
+            try:
+                events = await _log_events(client)
+            except GatewayError as exc:
+                errors.append(f"read_all: {exc!r}")
+                continue
+            reads += 1
+            read_problems.extend(_tx_problems(txs, events, final=False))
+            await asyncio.sleep(0.01)
+
+    try:
+        with RetryCounter() as retries:
+            tasks = [asyncio.create_task(write(w, clients[w])) for w in range(4)]
+            tasks += [asyncio.create_task(read(clients[4 + i])) for i in range(2)]
+            await asyncio.sleep(2)
+            chaos.kill_node(leader)
+            await asyncio.sleep(1)
+            log(f"kill -9 {victim.name} (pid {victim.pid})")
+            victim.kill()
+            await asyncio.sleep(4)
+            chaos.restart_node(leader)
+            victim.start()
+            await asyncio.sleep(5)
+            stop.set()
+            done, pending = await asyncio.wait(tasks, timeout=120)
+            for t in done:
+                if t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+            assert not pending, (errors[-10:], chaos.service_logs())
+            await settle(nc)
+            final = _tx_problems(txs, await _log_events(admin), final=True)
+        acked = sum(1 for t in txs if t.acked)
+        print(
+            f"\n[chaos] append_multi: {acked} transactions acknowledged of {len(txs)} sent "
+            f"({sum(len(p) for t in txs if t.acked for _, p in t.parts)} events), client-visible errors "
+            f"{len(errors)}, whole-log reads {reads}, read problems {len(read_problems)}, final problems "
+            f"{len(final)}, client retries {retries.attempts} ({dict(retries.reasons)})"
+        )
+        for p in (final + read_problems + errors)[:20]:
+            print(f"[chaos]   {p}")
+        assert acked > 0 and reads > 0
+        assert final == [] and read_problems == [], (final + read_problems)[:10]
+        # each writer's checkpoint is its last acknowledged transaction, or one after it (acked
+        # by the store, the reply lost)
+        for w in range(4):
+            ck = (await admin.request(STORE, "stream", "checkpoint", {"name": f"w{w}"}))["position"]
+            mine = [t for t in txs if t.parts[0][0] == f"m{w}-0"]
+            last_acked = max((n for n, t in enumerate(mine, 1) if t.acked), default=0)
+            assert ck is not None and last_acked <= ck <= len(mine), (w, ck, last_acked, len(mine))
+    finally:
+        stop.set()
+        await close(nc, *conns)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.runner import Running, start_services
-from shared.settings import ChannelsSettings, Settings
+from esdb_gater.services import start_services
+from esdb_gater.shared.core.settings import ChannelsSettings, Settings
+from esdb_gater.shared.runtime.runner import Running
 
 HERE = Path(__file__).parent
 NODE = shutil.which("node")

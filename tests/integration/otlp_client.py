@@ -8,11 +8,11 @@ import sys
 
 from opentelemetry import trace
 
-from shared import jetstream
-from shared.client import GaterClient
-from shared.errors import RetriesExhaustedError, StreamNotFoundError
-from shared.retry import RetryConfig
-from shared.telemetry import setup_telemetry, shutdown_telemetry
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.client.retry import RetryConfig
+from esdb_gater.shared.core.errors import RetriesExhaustedError, StreamNotFoundError
+from esdb_gater.shared.core.telemetry import setup_telemetry, shutdown_telemetry
+from esdb_gater.shared.log import jetstream
 
 
 async def main(url: str) -> None:

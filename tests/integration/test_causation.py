@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.client import GaterClient
-from shared.errors import NoCauseError, NotFoundError, StreamNotFoundError
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import NoCauseError, NotFoundError, StreamNotFoundError
 from tests.conftest import Wire
 
 pytestmark = pytest.mark.timeout(60)

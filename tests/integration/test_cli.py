@@ -1,4 +1,4 @@
-"""``gater up`` / ``gater serve`` as a user meets them: real processes (``python -m shared.cli``),
+"""``gater up`` / ``gater serve`` as a user meets them: real processes (``python -m esdb_gater.cli``),
 real signals, a real nats-server (ADR 0018). Every wait is bounded and every process started here
 is stopped in a ``finally``."""
 
@@ -23,10 +23,10 @@ from typing import IO, Any
 import nats
 import pytest
 
-from shared.natsserver import free_port, lock_data_dir
+from esdb_gater.shared.tooling.natsserver import free_port, lock_data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-GATER = [sys.executable, "-m", "shared.cli"]
+GATER = [sys.executable, "-m", "esdb_gater.cli"]
 EXIT_UNREACHABLE = 3
 EXIT_IN_USE = 4
 
@@ -188,9 +188,10 @@ def test_serve_against_unreachable_nats_exits_3_without_traceback() -> None:
 
 def test_ctrl_c_while_connecting_stops_at_once() -> None:
     url = f"nats://127.0.0.1:{free_port()}"
-    with _running("serve", "stream", "--nats", url, "--connect-timeout", "120") as (proc, _out, err):
+    # -v: each refused attempt of the connect loop is logged, so the test knows it is in there
+    with _running("serve", "stream", "--nats", url, "--connect-timeout", "120", "-v") as (proc, _out, err):
         err.wait_for("gater serve: stream on NATS", within=30)
-        time.sleep(0.5)  # inside the connect loop
+        err.wait_for(f"connecting to NATS at {url}", within=30)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
         assert "Traceback" not in err.rest(5)

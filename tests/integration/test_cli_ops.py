@@ -1,5 +1,5 @@
-"""The operator commands of ``gater`` (shared/cli/ops.py, docs/cli.md), each run as a process
-(``python -m shared.cli …``) against the session's server and services, as an operator would."""
+"""The operator commands of ``gater`` (esdb_gater/cli/ops.py, docs/cli.md), each run as a process
+(``python -m esdb_gater.cli …``) against the session's server and services, as an operator would."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from shared.client import GaterClient
-from shared.natsserver import free_port
-from shared.runner import Running
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.runtime.runner import Running
+from esdb_gater.shared.tooling.natsserver import free_port
 
 pytestmark = pytest.mark.usefixtures("services")
 
@@ -44,7 +44,7 @@ async def gater(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "esdb_gater.cli",
         *argv,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -156,7 +156,7 @@ async def _start_sub(*argv: str, url: str) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "esdb_gater.cli",
         "sub",
         *argv,
         stdout=asyncio.subprocess.PIPE,
@@ -199,7 +199,7 @@ async def test_ctrl_c_ends_sub_and_read_follow_with_exit_0(nats_url: str, client
     assert proc.returncode == 0 and b"Traceback" not in err, err
     environ = {**os.environ, "NATS_URL": nats_url}
     follow = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli", "read", store, "s-1", "--follow", "--json",
+        sys.executable, "-m", "esdb_gater.cli", "read", store, "s-1", "--follow", "--json",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environ,
     )  # fmt: skip
     assert follow.stdout is not None
@@ -257,10 +257,16 @@ async def test_read_table_json_backward_and_paging(nats_url: str, client: GaterC
 
 async def test_read_follow_prints_new_events_until_count(nats_url: str, client: GaterClient, store: str) -> None:
     await _seed(client, store, "s-1", 1)
+    # the command's requests to the stream service, seen on the way: the events are appended
+    # once it has read twice, so it is following by then
+    requests = await client.nc.subscribe(f"esdb.api.{store}.stream.>")
+    await client.nc.flush()
     task = asyncio.create_task(
         gater("read", store, "s-1", "--follow", "--json", "--count", "3", "--interval", "0.1", url=nats_url)
     )
-    await asyncio.sleep(0.5)  # not a timing assertion: the events may come before or after the first read
+    for _ in range(2):
+        await requests.next_msg(timeout=30)
+    await requests.unsubscribe()
     await client.append_events(store, "s-1", 0, [{"event_type": "Later", "data": {"n": 1}}])
     await client.append_events(store, "s-1", 1, [{"event_type": "Later", "data": {"n": 2}}])
     r = await task

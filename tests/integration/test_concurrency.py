@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from shared.client import GaterClient
-from shared.errors import WrongExpectedVersionError
-from shared.runner import Running, start_services
-from shared.settings import QuotaSettings, Settings
+from esdb_gater.services import start_services
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import WrongExpectedVersionError
+from esdb_gater.shared.core.settings import QuotaSettings, Settings
+from esdb_gater.shared.runtime.runner import Running
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from shared import capability, security
-from shared.runner import Running
-from shared.settings import ChannelsSettings, Settings
+from esdb_gater.shared.core.settings import ChannelsSettings, Settings
+from esdb_gater.shared.runtime.runner import Running
+from esdb_gater.shared.security import capability
+from esdb_gater.shared.security import signing as security
 from tests.security.conftest import own_server, own_services
 
 pytestmark = pytest.mark.timeout(120)

@@ -47,9 +47,9 @@ async def test_append_and_read_against_a_nats_container() -> None:
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-    from shared.client import GaterClient
-    from shared.runner import start_services
-    from shared.settings import Settings
+    from esdb_gater.services import start_services
+    from esdb_gater.shared.client import GaterClient
+    from esdb_gater.shared.core.settings import Settings
 
     container = (
         DockerContainer("nats:2.11")

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from shared.runner import Running
-from shared.settings import ChannelsSettings, Settings
+from esdb_gater.shared.core.settings import ChannelsSettings, Settings
+from esdb_gater.shared.runtime.runner import Running
 from tests.security.conftest import own_server, own_services
 
 pytestmark = pytest.mark.timeout(240)

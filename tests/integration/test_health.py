@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from shared.client import GaterClient
-from shared.errors import InvalidRequestError, StoreNotFoundError, UnavailableError
-from shared.runner import SERVICES, Running, start_services
-from shared.settings import MemorySettings, Settings, StoreConfig
+from esdb_gater.services import SERVICES, start_services
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import InvalidRequestError, StoreNotFoundError, UnavailableError
+from esdb_gater.shared.core.settings import MemorySettings, Settings, StoreConfig
+from esdb_gater.shared.runtime.runner import Running
 from tests.conftest import Wire
 
 pytestmark = pytest.mark.timeout(60)

@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from shared import jetstream
-from shared.client import GaterClient
-from shared.errors import AlreadyExistsError, InvalidRequestError, NotFoundError, StreamNotFoundError
-from shared.models.stream import RecordedEvent
-from shared.natsserver import NatsServer
-from shared.runner import Running, start_services
-from shared.settings import MemorySettings, Settings
+from esdb_gater.services import start_services
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import AlreadyExistsError, InvalidRequestError, NotFoundError, StreamNotFoundError
+from esdb_gater.shared.core.settings import MemorySettings, Settings
+from esdb_gater.shared.log import jetstream
+from esdb_gater.shared.models.stream import RecordedEvent
+from esdb_gater.shared.runtime.runner import Running
+from esdb_gater.shared.tooling.natsserver import NatsServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -129,8 +130,14 @@ async def test_backfill_then_live_with_filter_transform_and_source_metadata(c: G
         },
     )
     assert (info.status, info.stream_id, info.events_processed, info.backfill) == ("stopped", "$link:big", 0, True)
-    await asyncio.sleep(0.3)
-    assert await derived(c, st, "big") == []  # creating does not start it
+    # creating does not start it. The marker: a link started later, whose copy shows the
+    # supervisor has since looked at every definition (a running "big" would have taken its
+    # lease in that same look)
+    await c.create_link(st, {"name": "marker", "source": {"type": "stream", "stream_id": "users-1"}})
+    await c.start_link(st, "marker")
+    await until_count(c, st, "marker", 1)
+    assert not (await c.link_info(st, "big")).active
+    assert await derived(c, st, "big") == []
 
     await c.start_link(st, "big")
     got = await until_count(c, st, "big", 4)
@@ -158,10 +165,11 @@ async def test_all_source_skips_link_streams_and_stream_source_reads_one_stream(
     await c.start_link(st, "only-b")
     await until_count(c, st, "only-b", 2)
     everything = await until_count(c, st, "everything", 3)
+    # $link:only-b grew meanwhile: "all" must not pick it up. "c" is appended after the copies
+    # in $link:only-b, and a link forwards in log order: once its copy is there, so is any copy
+    # of theirs
     await c.append_events(st, "c", [ev("C")])
-    everything = await until_count(c, st, "everything", 4)
-    await asyncio.sleep(0.5)  # $link:only-b grew meanwhile: "all" must not pick it up
-    everything = await derived(c, st, "everything")
+    everything = await eventually(lambda: derived(c, st, "everything"), lambda got: ("c", 0) in source_keys(got))
     assert source_keys(everything) == [("a", 0), ("b", 0), ("b", 1), ("c", 0)]
     assert source_keys(await derived(c, st, "only-b")) == [("b", 0), ("b", 1)]
     # a link can read another link's stream
@@ -177,8 +185,9 @@ async def test_without_backfill_only_events_after_creation_are_forwarded(c: Gate
     await c.append_events(st, "s", [ev("New")])
     await c.start_link(st, "new-only")
     got = await until_count(c, st, "new-only", 1)
-    await asyncio.sleep(0.3)
-    assert [e.event_type for e in await derived(c, st, "new-only")] == ["New"]
+    await c.append_events(st, "s", [ev("Marker")])  # forwarded in log order: nothing else comes before it
+    got = await until_count(c, st, "new-only", 2)
+    assert [e.event_type for e in got] == ["New", "Marker"]
     assert got[0].metadata["source_version"] == 1
 
 
@@ -242,14 +251,18 @@ async def test_exactly_once_through_stop_start_restarts_and_two_instances(
         await until_count(c, st, "even", 30)
         await c.stop_link(st, "even")
         n_stopped = len(await derived(c, st, "even"))
-        await asyncio.sleep(0.4)
-        assert len(await derived(c, st, "even")) == n_stopped  # stopped means stopped
+        # stopped means stopped: the writer goes on, and "none" (same source, same instances)
+        # processes 20 more events while "even" copies nothing
+        later = sum(counts.values()) + 20
+        await eventually(lambda: c.link_info(st, "none"), lambda i: i.events_filtered >= later)
+        assert len(await derived(c, st, "even")) == n_stopped
         await c.start_link(st, "even")
         await until_count(c, st, "even", n_stopped + 10)
         # kill every link instance that may drive it (as kill -9 would: no lease released)
         for sup in [*_supervisors(link_services), *_supervisors(second)]:
             await sup.abandon()
-        await asyncio.sleep(0.3)
+        written = sum(counts.values())
+        await eventually(lambda: asyncio.sleep(0, sum(counts.values())), lambda n: n >= written + 10)  # appends go on
         third = await start_services(["link"], _settings(link_server.url))
         n_before = len(await derived(c, st, "even"))
         await until_count(c, st, "even", n_before + 10, within=20)
@@ -261,15 +274,20 @@ async def test_exactly_once_through_stop_start_restarts_and_two_instances(
         await second.stop()
         if third is not None:
             await third.stop()
+    # a last append as the marker: the link forwards in log order, so once its copy is there, no
+    # copy of anything before it is still to come
+    marker = streams[0]
+    await c.append_events(st, marker, [tx(counts[marker]), tx(counts[marker] + 1)])
+    counts[marker] += 2
     expected = [(s, v) for s in streams for v in range(counts[s]) if v % 2 == 0]  # n == version
-    got = await until_count(c, st, "even", len(expected), within=20)
-    await asyncio.sleep(0.5)
-    got = await derived(c, st, "even")
+    last = (marker, counts[marker] - 2 + (counts[marker] % 2))  # the marker's even event
+    got = await eventually(lambda: derived(c, st, "even"), lambda g: last in source_keys(g), within=20)
     assert_exactly_once(got, expected)
     info = await eventually(lambda: c.link_info(st, "even"), lambda i: i.lag == 0 and i.events_processed == len(got))
     assert info.events_filtered == sum(counts.values()) - len(got)
+    total = sum(counts.values())
+    await eventually(lambda: c.link_info(st, "none"), lambda i: i.events_filtered == total)
     assert await derived(c, st, "none") == []
-    assert (await c.link_info(st, "none")).events_filtered == sum(counts.values())
 
 
 async def test_lost_progress_never_copies_twice(c: GaterClient, st: str) -> None:
@@ -287,10 +305,11 @@ async def test_lost_progress_never_copies_twice(c: GaterClient, st: str) -> None
     await c.start_link(st, "p")
     await c.append_events(st, "p", [ev("P", {"i": 8})])
     await until_count(c, st, "p", 9)
-    await asyncio.sleep(0.5)
-    assert_exactly_once(await derived(c, st, "p"), [("p", v) for v in range(9)])
+    # a marker: forwarded in log order, so no second copy of 0..8 can come after it
+    await c.append_events(st, "p", [ev("P", {"i": 9})])
+    assert_exactly_once(await until_count(c, st, "p", 10), [("p", v) for v in range(10)])
     info = await eventually(lambda: c.link_info(st, "p"), lambda i: i.lag == 0 and i.events_processed >= 1)
-    assert info.events_processed == 4  # counted again from the checkpoint's append (3 events), then 1 new
+    assert info.events_processed == 5  # counted again from the checkpoint's append (3 events), then 2 new
 
 
 async def test_memory_pressure_slows_backfill(link_server: NatsServer, st: str) -> None:
@@ -374,7 +393,7 @@ async def test_a_refused_copy_stops_the_link_with_status_error(c: GaterClient, s
 
 
 async def test_invalid_specs_and_cycles_are_invalid_requests(c: GaterClient, st: str) -> None:
-    bad = [
+    bad: list[tuple[dict[str, Any], str]] = [
         ({"name": "x", "source": {"type": "nope"}}, "source"),
         ({"name": "x", "source": {"type": "all"}, "filter": {"field": "data.a", "op": "~", "value": 1}}, "filter"),
         ({"name": "x", "source": {"type": "all"}, "transform": {"remove_fields": [""]}}, "transform"),
@@ -408,7 +427,9 @@ async def test_link_survives_a_nats_server_restart(link_server: NatsServer, c: G
             break
         except Exception:
             await asyncio.sleep(0.1)
-    got = await until_count(c, st, "durable", 11, within=30)
-    await asyncio.sleep(0.5)
-    assert_exactly_once(await derived(c, st, "durable"), [("r", v) for v in range(11)])
-    assert got[-1].data == {"i": 10}
+    await until_count(c, st, "durable", 11, within=30)
+    # a marker: forwarded in log order, so no second copy of 0..10 can come after it
+    await c.append_events(st, "r", [ev("R", {"i": 11})])
+    got = await until_count(c, st, "durable", 12)
+    assert_exactly_once(got, [("r", v) for v in range(12)])
+    assert got[10].data == {"i": 10}

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.client import GaterClient
+from esdb_gater.shared.client import GaterClient
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,13 +12,13 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from shared.runner import Running
+from esdb_gater.shared.runtime.runner import Running
 from tests.conftest import Wire
 
 ROOT = Path(__file__).resolve().parents[2]
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 OPS = ["append", "read", "forward", "backward", "version", "exists", "list", "delete",
-       "read_until", "read_range", "version_at"]  # fmt: skip
+       "read_until", "read_range", "version_at", "append_multi", "read_all", "checkpoint"]  # fmt: skip
 STORE_OPS = ["create", "info", "reindex"]
 SUBJECTS = {f"esdb.api.*.stream.{op}" for op in OPS} | {f"esdb.api.*.store.{op}" for op in STORE_OPS}
 # services-only writes of $-streams (docs/adr/0016-reserved-streams-and-quotas.md)

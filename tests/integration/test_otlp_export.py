@@ -21,7 +21,7 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from shared.natsserver import NatsServer
+from esdb_gater.shared.tooling.natsserver import NatsServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,7 +114,7 @@ def _env(receiver: Receiver, name: str) -> dict[str, str]:
 def test_one_request_is_one_trace_client_service_jetstream_and_metrics_arrive(receiver: Receiver) -> None:
     with NatsServer() as server:
         service = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "serve", "stream", "--nats", server.url],
+            [sys.executable, "-m", "esdb_gater.cli", "serve", "stream", "--nats", server.url],
             env=_env(receiver, "esdb-stream-under-test"),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

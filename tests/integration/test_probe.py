@@ -1,4 +1,4 @@
-"""``python -m shared.probe``: the containers' health check (compose.yaml)."""
+"""``python -m esdb_gater.shared.tooling.probe``: the containers' health check (compose.yaml)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import asyncio
 import json
 from pathlib import Path
 
-from shared.natsserver import free_port
-from shared.probe import main as probe_main
-from shared.runner import remove_ready_file, start_services, write_ready_file
-from shared.settings import Settings
+from esdb_gater.services import start_services
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.runtime.runner import remove_ready_file, write_ready_file
+from esdb_gater.shared.tooling.natsserver import free_port
+from esdb_gater.shared.tooling.probe import main as probe_main
 
 
 async def _probe(*argv: str) -> int:

@@ -3,21 +3,24 @@ service reads in smaller pages, and the read still returns every event."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from services.stream.store import READ_PAGES, EventStore
-from shared import jetstream
-from shared.jetstream import Log
-from shared.memory import MemoryMonitor
-from shared.models.stream import EventIn
-from shared.settings import Settings
-from shared.subjects import Subjects
+from esdb_gater.services.stream.store import READ_PAGES, EventStore
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log import jetstream
+from esdb_gater.shared.log.jetstream import Log
+from esdb_gater.shared.models.stream import EventIn
+from esdb_gater.shared.runtime.memory import MemoryMonitor
 
 
 @pytest.mark.parametrize(("limit_bytes", "level"), [(1 << 50, "normal"), (1, "critical")])
-async def test_pages_shrink_with_the_memory_level(nats_url: str, store: str, limit_bytes: int, level: str) -> None:
+async def test_pages_shrink_with_the_memory_level(
+    nats_url: str, store: str, limit_bytes: int, level: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     nc = await jetstream.connect(nats_url)
     log = Log(nc)
     await log.start()
@@ -30,11 +33,11 @@ async def test_pages_shrink_with_the_memory_level(nats_url: str, store: str, lim
         asked: list[int] = []
         original = log.direct_batch
 
-        async def spy(stream: str, req: dict[str, Any]) -> Any:
+        async def spy(stream: str, req: Mapping[str, Any]) -> Any:
             asked.append(int(req["batch"]))
             return await original(stream, req)
 
-        log.direct_batch = spy  # type: ignore[method-assign]
+        monkeypatch.setattr(log, "direct_batch", spy)
         got = await events.read(store, "paged", 0, 300, "forward")
         assert [e["data"]["i"] for e in got] == list(range(300))
         assert max(asked) <= READ_PAGES[level][0]

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from services.scavenger.engine import Scavenger
-from services.scavenger.store import ScavengeStore
-from shared.client import GaterClient
-from shared.errors import (
+from esdb_gater.services.scavenger.engine import Scavenger
+from esdb_gater.services.scavenger.store import ScavengeStore
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import (
     InvalidRequestError,
     NoSnapshotError,
     NotFoundError,
@@ -21,11 +21,11 @@ from shared.errors import (
     StreamNotFoundError,
     WrongExpectedVersionError,
 )
-from shared.jetstream import Log
-from shared.models.scavenger import ScavengeOptions
-from shared.settings import Settings
-from shared.subjects import Subjects
-from shared.telemetry import attach, detach
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.core.telemetry import attach, detach
+from esdb_gater.shared.log.jetstream import Log
+from esdb_gater.shared.models.scavenger import ScavengeOptions
 from tests.conftest import Wire
 
 pytestmark = pytest.mark.timeout(60)

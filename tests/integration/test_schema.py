@@ -13,15 +13,16 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from services.schema import service
-from shared import jetstream
-from shared.client import GaterClient
-from shared.errors import InvalidRequestError, NotFoundError, StoreNotFoundError
-from shared.jetstream import Log
-from shared.runner import Running, start_services
-from shared.settings import QuotaSettings, Settings
-from shared.subjects import Subjects
-from shared.upcasting import SchemaRegistry
+from esdb_gater.services import start_services
+from esdb_gater.services.schema import service
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import InvalidRequestError, NotFoundError, StoreNotFoundError
+from esdb_gater.shared.core.settings import QuotaSettings, Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log import jetstream
+from esdb_gater.shared.log.jetstream import Log
+from esdb_gater.shared.runtime.runner import Running
+from esdb_gater.shared.upcasting.registry import SchemaRegistry
 from tests.conftest import Wire
 
 # Paid v1 {"amt": 5, "who": "Ada Lovelace", "status": "P"}

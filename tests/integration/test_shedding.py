@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from shared.client import GaterClient
-from shared.jetstream import flush_barrier
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.log.jetstream import flush_barrier
 
 BURST = 150
 

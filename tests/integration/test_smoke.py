@@ -1,7 +1,7 @@
 import pytest
 
-from shared.client import GaterClient
-from shared.errors import WrongExpectedVersionError
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import WrongExpectedVersionError
 
 
 async def test_append_and_read_round_trip(client: GaterClient, store: str, stream_id: str) -> None:

@@ -16,12 +16,13 @@ import pytest
 from nats.aio.client import Client
 from nats.js.errors import ObjectNotFoundError
 
-from services.snapshot import service
-from shared.client import GaterClient
-from shared.errors import NotFoundError, StoreNotFoundError
-from shared.runner import Running, start_services
-from shared.settings import Settings
-from shared.subjects import Subjects
+from esdb_gater.services import start_services
+from esdb_gater.services.snapshot import service
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import NotFoundError, StoreNotFoundError
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.runtime.runner import Running
 from tests.conftest import Wire
 
 SRC = "source-1"

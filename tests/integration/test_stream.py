@@ -14,8 +14,8 @@ import msgpack
 import pytest
 from nats.aio.client import Client
 
-from shared.client import GaterClient
-from shared.errors import (
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import (
     InvalidRequestError,
     StreamNotFoundError,
     WrongExpectedVersionError,
@@ -152,7 +152,7 @@ class WireApi:
     async def exists(self, store: str, stream_id: str) -> bool:
         out = await self._call(store, "exists", {"stream_id": stream_id})
         assert set(out) == {"exists"} and isinstance(out["exists"], bool)
-        return out["exists"]  # type: ignore[no-any-return]
+        return out["exists"]
 
     async def list_page(self, store: str, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         body: Event = {"limit": limit}
@@ -334,7 +334,7 @@ async def test_append_duplicate_ids_within_one_append_is_invalid(api: Api, store
 
 
 async def test_event_fields_round_trip(api: Api, store: str, stream_id: str) -> None:
-    sent = [
+    sent: list[Event] = [
         {
             "event_type": "Placed",
             "event_id": "id-1",

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.client import GaterClient
+from esdb_gater.shared.client import GaterClient
 from tests.conftest import Wire
 
 

@@ -11,20 +11,24 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from nats.aio.client import Client
 
-from shared import jetstream
-from shared.client import Delivery, GaterClient
-from shared.errors import AlreadyExistsError, InvalidRequestError, SubscriptionNotFoundError
-from shared.natsserver import NatsServer
-from shared.runner import Running, start_services
-from shared.settings import Settings
+from esdb_gater.services import start_services
+from esdb_gater.shared.client import Delivery, GaterClient
+from esdb_gater.shared.core.errors import AlreadyExistsError, InvalidRequestError, SubscriptionNotFoundError
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log import jetstream
+from esdb_gater.shared.runtime.runner import Running
+from esdb_gater.shared.tooling.natsserver import NatsServer
 
 pytestmark = pytest.mark.timeout(120)
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +79,25 @@ async def collect(deliveries: Any, n: int, *, ack: bool = True, within: float = 
     return out
 
 
-async def quiet(deliveries: Any, within: float = 0.5) -> list[Delivery]:
-    """Whatever else arrives within ``within`` seconds (expected: nothing)."""
-    extra = []
-    try:
-        while True:
-            extra.append(await deliveries.next(within))
-    except TimeoutError:
-        return extra
+Mark = tuple[str, str, int]  # (subscription, stream id, version) of a marker event
+
+
+async def before_marks(deliveries: Any, marks: list[Mark], within: float = 10.0) -> list[Delivery]:
+    """Ack deliveries until every marker event has come; return the others that came meanwhile
+    (expected: nothing). A driver delivers its subscription's events in log order, so a marker
+    appended after what the test waited for comes after anything still due before it."""
+    left = set(marks)
+    extra: list[Delivery] = []
+    deadline = time.monotonic() + within
+    while left:
+        d = await deliveries.next(max(0.05, deadline - time.monotonic()))
+        key = (d.subscription, d.stream_id, d.version)
+        if key in left:
+            left.discard(key)
+            await d.ack()
+        else:
+            extra.append(d)
+    return extra
 
 
 def ev(t: str, data: Any = None, tags: list[str] | None = None) -> dict[str, Any]:
@@ -132,7 +147,8 @@ async def test_each_type_delivers_exactly_its_events_in_order(
         await c.append_events(st, "orders-1", [ev("Placed", {"total": 50}, ["vip"])])
         live = await collect(d, 1)
         assert (live[0].stream_id, live[0].version) == ("orders-1", 2)
-        assert await quiet(d) == []
+        marker = await c.append_events(st, "orders-1", [ev("Placed", {"total": 50}, ["vip"])])  # every type's
+        assert await before_marks(d, [("sub", "orders-1", marker.version)]) == []
 
 
 async def test_delivery_carries_headers_body_and_native_ack_moves_checkpoint(c: GaterClient, st: str) -> None:
@@ -158,7 +174,9 @@ async def test_delivery_carries_headers_body_and_native_ack_moves_checkpoint(c: 
     assert msg.reply
     await msg.respond(b"")  # any reply but -NAK acknowledges
     second = await sub.next_msg(10)
-    await asyncio.sleep(0.3)
+    # the driver takes its control messages in order: once this later (harmless) ack of the same
+    # event is answered, it has handled the reply above
+    await c.ack_event(st, "acct", "hdrs", 0)
     # the checkpoint moves per append: both events of the append must be acknowledged
     assert await _checkpoint(c, st, "hdrs") is None
     await second.respond(b"+ACK")
@@ -168,6 +186,16 @@ async def test_delivery_carries_headers_body_and_native_ack_moves_checkpoint(c: 
 
 async def _checkpoint(c: GaterClient, st: str, name: str) -> int | None:
     return (await c.get_subscription(st, name)).checkpoint
+
+
+async def _until(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], within: float = 10.0) -> T:
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        assert time.monotonic() < deadline, f"condition not met within {within}s; last value {value!r}"
+        await asyncio.sleep(0.1)
 
 
 async def _eventually(probe: Any, expected: Any, within: float = 10.0) -> None:
@@ -186,11 +214,12 @@ async def _eventually(probe: Any, expected: Any, within: float = 10.0) -> None:
 
 async def test_start_from_end_version_position_and_timestamp(c: GaterClient, st: str) -> None:
     r = await c.append_events(st, "s1", [ev("A", {"i": i}) for i in range(5)])
-    await asyncio.sleep(0.02)
-    middle_us = time.time_ns() // 1000
-    await asyncio.sleep(0.02)
     r2 = await c.append_events(st, "s1", [ev("B", {"i": i}) for i in range(5, 8)])
     assert (r.version, r2.version) == (4, 7)
+    # a time between the two appends, from the server's own timestamps (µs)
+    stored = await c.stream_forward(st, "s1", 0, 8)
+    middle_us = stored[4].epoch_us + 1
+    assert stored[5].epoch_us >= middle_us, "precondition: the appends have different times"
 
     cases: list[tuple[str, Any, list[int]]] = [
         ("stream", "start", list(range(8))),
@@ -214,7 +243,9 @@ async def test_start_from_end_version_position_and_timestamp(c: GaterClient, st:
     await c.append_events(st, "s1", [ev("C")])
     for d in subs:
         assert [x.version for x in await collect(d, 1)] == [8]
-        assert await quiet(d, 0.2) == []
+    await c.append_events(st, "s1", [ev("Marker")])
+    for i, d in enumerate(subs):
+        assert await before_marks(d, [(f"sf{i}", "s1", 9)]) == []
         await d.__aexit__()
 
 
@@ -232,15 +263,14 @@ async def test_start_from_position_for_other_types(c: GaterClient, st: str) -> N
             "b",
             r.position,
         )
-        assert await quiet(d) == []
+        await c.append_events(st, "c", [ev("T")])
+        assert await before_marks(d, [("pos", "c", 0)]) == []
 
 
 # --- catch-up + live under load -------------------------------------------------------------------
 
 
-async def test_catch_up_then_live_while_appending_delivers_every_event_exactly_once(
-    c: GaterClient, st: str
-) -> None:
+async def test_catch_up_then_live_while_appending_delivers_every_event_exactly_once(c: GaterClient, st: str) -> None:
     """10 000 events: half stored before the subscription, half appended while it catches up."""
     streams = [f"load-{i}" for i in range(10)]
 
@@ -255,7 +285,8 @@ async def test_catch_up_then_live_while_appending_delivers_every_event_exactly_o
         writer = asyncio.ensure_future(asyncio.gather(*(write(s, 50) for s in streams)))  # 5 000 more
         got = await collect(d, 10_000, within=90)
         await writer
-        assert await quiet(d, 1.0) == []
+        await c.append_events(st, "load-0", [ev("Marker")])
+        assert await before_marks(d, [("load", "load-0", 1000)], within=30) == []
     ids = Counter(x.event["event_id"] for x in got)
     assert len(ids) == 10_000 and max(ids.values()) == 1
     for s in streams:  # in version order per stream, no gap
@@ -289,9 +320,9 @@ async def test_unacked_events_are_redelivered_then_parked_and_replayed(c: GaterC
         attempts = sorted((x.version, x.attempt) for x in got)
         assert attempts == [(0, "1"), (0, "2"), (0, "3"), (1, "1"), (1, "2"), (1, "3")]
         await _eventually(lambda: _parked(c, st, "never-acks"), 2)
-        assert await quiet(d, 0.6) == []  # no fourth attempt
-        info = await c.get_subscription(st, "never-acks")
-        assert info.checkpoint == 1  # parked events no longer hold the checkpoint back
+        await _eventually(lambda: _checkpoint(c, st, "never-acks"), 1)  # parked events no longer hold it back
+        await c.append_events(st, "p", [ev("Marker")])
+        assert await before_marks(d, [("never-acks", "p", 2)]) == []  # no fourth attempt
 
         task = asyncio.create_task(c.replay_parked(st, "never-acks"))
         replayed = await collect(d, 2)
@@ -309,9 +340,7 @@ async def test_nak_asks_for_redelivery(c: GaterClient, st: str) -> None:
     await c.append_events(st, "n", [ev("X")])
     subject = inbox()
     async with c.deliveries(subject) as d:
-        await c.save_subscription(
-            st, "stream", "n", "naks", "start", subject, ack_wait_ms=5000, backoff_ms=[100]
-        )
+        await c.save_subscription(st, "stream", "n", "naks", "start", subject, ack_wait_ms=5000, backoff_ms=[100])
         first = await collect(d, 1, ack=False)
         await first[0].nak()
         again = await collect(d, 1)
@@ -329,7 +358,7 @@ async def test_ack_event_through_the_api_moves_the_checkpoint_forward_only(c: Ga
         await c.ack_event(st, "k", "api-acks", 0)
         await _eventually(lambda: _checkpoint(c, st, "api-acks"), 0)
         await c.ack_event(st, "k", "api-acks", 2)  # 1 still open: the checkpoint stays
-        await asyncio.sleep(0.3)
+        await _eventually(lambda: _lag(c, st, "api-acks"), 1)  # JetStream has the ack of 2: only 1 is open
         assert await _checkpoint(c, st, "api-acks") == 0
         await c.ack_event(st, "k", "api-acks", 1)
         await _eventually(lambda: _checkpoint(c, st, "api-acks"), 2)
@@ -347,24 +376,38 @@ async def test_queue_group_subscribers_split_the_load_and_see_every_event(c: Gat
     async with a, b:
         await c.save_subscription(st, "stream", "q", "competing", "start", subject)
         seen: dict[str, list[int]] = {"a": [], "b": []}
+        markers: dict[str, int] = {"a": 0, "b": 0}
 
         async def drain(name: str, d: Any) -> None:
-            try:
-                while True:
-                    x = await d.next(1.0)
-                    await x.ack()
+            while True:
+                x = await d.next(30.0)
+                await x.ack()
+                if x.version >= 200:
+                    markers[name] += 1
+                else:
                     seen[name].append(x.version)
-            except TimeoutError:
-                return
 
-        await asyncio.gather(drain("a", a), drain("b", b))
+        drains = [asyncio.create_task(drain("a", a)), asyncio.create_task(drain("b", b))]
+        # markers (versions past 200), one at a time, each to one member, until both had one: the
+        # driver delivers in log order, so whatever else it has for a member comes before
+        for _ in range(50):
+            if all(markers.values()):
+                break
+            before = sum(markers.values())
+            await c.append_events(st, "q", [ev("Marker")])
+            deadline = time.monotonic() + 10
+            while sum(markers.values()) == before:
+                assert time.monotonic() < deadline, "a marker was not delivered"
+                await asyncio.sleep(0.01)
+        for task in drains:
+            task.cancel()
+        await asyncio.gather(*drains, return_exceptions=True)
+    assert all(markers.values()), markers
     assert sorted(seen["a"] + seen["b"]) == list(range(200))
     assert seen["a"] and seen["b"]
 
 
-async def test_kill_and_restart_resumes_from_the_checkpoint_without_loss(
-    sub_server: NatsServer, st: str
-) -> None:
+async def test_kill_and_restart_resumes_from_the_checkpoint_without_loss(sub_server: NatsServer, st: str) -> None:
     """A second instance takes over a killed instance's subscription; acked events are not
     sent again, unacked ones are; nothing is lost."""
     a = await start_services(["subscription"], _settings(sub_server.url))
@@ -388,7 +431,8 @@ async def test_kill_and_restart_resumes_from_the_checkpoint_without_loss(
             b = await start_services(["subscription"], _settings(sub_server.url))
             second = await collect(d, 30, within=20)
             assert [x.version for x in second] == list(range(50, 80))
-            assert await quiet(d, 0.5) == []
+            await c.append_events(st, "r", [ev("Marker")])
+            assert await before_marks(d, [("survivor", "r", 80)], within=20) == []
     finally:
         for sup in _module_supervisors:
             await sup.start()
@@ -418,7 +462,8 @@ async def test_two_instances_never_double_deliver(sub_server: NatsServer, c: Gat
             for i in range(4):
                 await c.save_subscription(st, "stream", "dd", f"twice-{i}", "start", subject)
             got = await collect(d, 400)
-            assert await quiet(d, 1.0) == []
+            await c.append_events(st, "dd", [ev("Marker")])
+            assert await before_marks(d, [(f"twice-{i}", "dd", 100) for i in range(4)]) == []
         per = Counter((x.subscription, x.version) for x in got)
         assert len(per) == 400 and max(per.values()) == 1
     finally:
@@ -476,9 +521,7 @@ async def test_save_list_get_remove_and_errors(c: GaterClient, st: str) -> None:
         {"type": "stream", "selector": "s", "name": "n", "subscriber": "a.b", "max_deliver": 0},
     ],
 )
-async def test_bad_saves_are_invalid_requests_and_store_nothing(
-    c: GaterClient, st: str, body: dict[str, Any]
-) -> None:
+async def test_bad_saves_are_invalid_requests_and_store_nothing(c: GaterClient, st: str, body: dict[str, Any]) -> None:
     with pytest.raises(InvalidRequestError):
         await c.request(st, "subscription", "save", body)
     assert await c.get_subscriptions(st) == []
@@ -490,8 +533,12 @@ async def test_events_for_a_subscriber_that_is_not_listening_are_not_acked(c: Ga
     unacknowledged and reach the subscriber once it listens."""
     await c.append_events(st, "nobody", [ev("X", {"i": i}) for i in range(5)])
     subject = inbox()
-    await c.save_subscription(st, "stream", "nobody", "late", "start", subject, ack_wait_ms=1000)
-    await asyncio.sleep(1.5)  # at least one delivery with no subscriber
+    saved = await c.save_subscription(st, "stream", "nobody", "late", "start", subject, ack_wait_ms=1000)
+    # at least one delivery with no subscriber, not taken as an ack: JetStream delivers it again
+    js = c.nc.jetstream()
+    await _until(
+        lambda: js.consumer_info(Subjects().log_stream(st), f"sub-{saved.key}"), lambda ci: ci.num_redelivered >= 1
+    )
     info = await c.get_subscription(st, "late")
     assert info.checkpoint is None and info.lag_events == 1, info
     async with c.deliveries(subject) as d:
@@ -518,5 +565,6 @@ async def test_subscription_survives_a_nats_server_restart(sub_server: NatsServe
                 await asyncio.sleep(0.1)
         got = await collect(d, 1, within=20)
         assert [x.version for x in got] == [10]
-        assert await quiet(d, 0.5) == []
+        await c.append_events(st, "restart", [ev("Marker")])
+        assert await before_marks(d, [("durable", "restart", 11)], within=20) == []
     assert (await c.get_subscription(st, "durable")).type == "stream"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from shared.client import GaterClient
+from esdb_gater.shared.client import GaterClient
 
 
 async def test_deliveries_are_upcast_to_the_current_schema_version(client: GaterClient, store: str) -> None:

@@ -9,12 +9,12 @@ import pytest
 from nats.aio.client import Client
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from shared.runner import Running
+from esdb_gater.shared.runtime.runner import Running
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
@@ -54,4 +54,7 @@ async def test_request_span_continues_traceparent_and_records_metrics(
     names = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
     assert {"esdb.request.duration", "esdb.request.count", "esdb.request.errors"} <= names.keys()
     errors = names["esdb.request.errors"].data.data_points
-    assert any(p.attributes.get("code") == "invalid_request" and p.value >= 1 for p in errors)
+    assert any(
+        isinstance(p, NumberDataPoint) and (p.attributes or {}).get("code") == "invalid_request" and p.value >= 1
+        for p in errors
+    )

@@ -14,13 +14,11 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from shared import jetstream
-from shared.client import GaterClient
-from shared.errors import StreamNotFoundError
-from shared.natsserver import NatsServer
-from shared.runner import Running, start_services
-from shared.settings import Settings
-from shared.telemetry import (
+from esdb_gater.services import start_services
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import StreamNotFoundError
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.telemetry import (
     CHANNEL_BROADCAST,
     NODE_DOWN,
     NODE_UP,
@@ -34,6 +32,9 @@ from shared.telemetry import (
     detach,
     watch_connection,
 )
+from esdb_gater.shared.log import jetstream
+from esdb_gater.shared.runtime.runner import Running
+from esdb_gater.shared.tooling.natsserver import NatsServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,7 +71,10 @@ async def test_a_request_emits_start_and_stop_with_duration(
 ) -> None:
     events = seen([REQUEST_START, REQUEST_STOP, REQUEST_ERROR])
     await nc.request(f"esdb.api.{store}.stream.version", json.dumps({"stream_id": "x"}).encode(), timeout=5)
-    mine = lambda: [x for x in events if x[2]["store_id"] == store]  # noqa: E731
+
+    def mine() -> Seen:
+        return [x for x in events if x[2]["store_id"] == store]
+
     await _until(lambda: len(mine()) == 2)
     (start, start_m, start_md), (stop, stop_m, stop_md) = mine()
     assert (start, stop) == (REQUEST_START, REQUEST_STOP)
@@ -89,7 +93,10 @@ async def test_an_error_reply_emits_request_error_with_the_code(
         await client.stream_forward(store, "never-written", 0, 10)
     bad = await nc.request(f"esdb.api.{store}.stream.version", b"{", timeout=5)
     assert bad.headers is not None and bad.headers["Nats-Service-Error-Code"] == "400"
-    mine = lambda: [x for x in events if x[2]["store_id"] == store]  # noqa: E731
+
+    def mine() -> Seen:
+        return [x for x in events if x[2]["store_id"] == store]
+
     await _until(lambda: len(mine()) == 2)
     assert [(e, md["op"], md["code"], md["reason"]) for e, _, md in mine()] == [
         (REQUEST_ERROR, "stream.forward", "stream_not_found", "stream_not_found"),
@@ -104,7 +111,10 @@ async def test_a_channel_publish_emits_broadcast_with_recipient_count(
     events = seen([CHANNEL_BROADCAST])
     client = GaterClient(nc, retry=None)
     topic = "tel" + uuid.uuid4().hex[:8]
-    mine = lambda: [x for x in events if x[2]["topic"] == topic]  # noqa: E731
+
+    def mine() -> Seen:
+        return [x for x in events if x[2]["topic"] == topic]
+
     plain = await client.subscribe("events", topic)  # a plain NATS subscriber: not counted
     await client.publish("events", topic, {"n": 0})
     await _until(lambda: len(mine()) == 1)
@@ -129,7 +139,10 @@ async def test_starting_and_stopping_a_service_registers_and_unregisters_a_worke
         ["schema"], Settings(nats_url=nats_url, subject_prefix=prefix, service_name_prefix=prefix)
     )
     instance = running.services[0].service.id
-    mine = lambda: [x for x in events if x[2]["service"] == f"{prefix}-schema"]  # noqa: E731
+
+    def mine() -> Seen:
+        return [x for x in events if x[2]["service"] == f"{prefix}-schema"]
+
     try:
         assert [(e, md["instance_id"]) for e, _, md in mine()] == [(WORKER_REGISTERED, instance)]
         # discovery: the client's get_workers is the seed's worker lookup
@@ -150,7 +163,10 @@ async def test_starting_and_stopping_a_service_registers_and_unregisters_a_worke
 async def test_losing_and_finding_the_server_emits_node_down_and_up(seen: Callable[..., Seen]) -> None:
     events = seen([NODE_UP, NODE_DOWN])
     tag = "conn-" + uuid.uuid4().hex[:8]
-    mine = lambda: [(e, md["reason"]) for e, _, md in events if md["connection"] == tag]  # noqa: E731
+
+    def mine() -> list[tuple[tuple[str, ...], Any]]:
+        return [(e, md["reason"]) for e, _, md in events if md["connection"] == tag]
+
     server = NatsServer(name="teldown").start()
     try:
         nc = await jetstream.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)

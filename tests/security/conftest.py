@@ -11,9 +11,10 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
-from shared.natsserver import NatsServer
-from shared.runner import SERVICES, Running, start_services
-from shared.settings import Settings
+from esdb_gater.services import SERVICES, start_services
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.runtime.runner import Running
+from esdb_gater.shared.tooling.natsserver import NatsServer
 
 
 @contextlib.contextmanager

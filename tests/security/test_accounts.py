@@ -1,6 +1,6 @@
 """Tenants isolated by NATS accounts (issue 10 item 2, docs/adr/0014-tenant-accounts.md).
 
-A server of its own runs the layout of shared/accounts.py (the text of nats/accounts.conf),
+A server of its own runs the layout of shared/security/accounts.py (the text of nats/accounts.conf),
 passwords from its environment. Every service runs on its own connection as its own user with
 the secure settings, as ``gater up --secure`` and compose.yaml run them. Then the tenants try:
 ``orders`` listens to ``>`` while ``billing`` writes and reads a card number; ``orders`` reaches
@@ -31,12 +31,13 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import SecretStr
 
-from shared import accounts
-from shared.jetstream import flush_barrier
-from shared.natsserver import NatsServer, find_nats_server
-from shared.probe import probe
-from shared.runner import SERVICES, Running, start_services
-from shared.settings import Settings
+from esdb_gater.services import SERVICES, start_services
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.log.jetstream import flush_barrier
+from esdb_gater.shared.runtime.runner import Running
+from esdb_gater.shared.security import accounts
+from esdb_gater.shared.tooling.natsserver import NatsServer, find_nats_server
+from esdb_gater.shared.tooling.probe import probe
 from tests.security.conftest import own_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,9 +157,9 @@ async def test_a_tenant_listening_to_everything_sees_nothing_of_another(
     seen = spy.blob()
     assert "esdb.api.orders.stream.version" in seen  # the spy was listening
     assert CARD not in seen and "billing" not in seen and "acct-1" not in seen, seen[:2000]
-    assert all(
-        m.subject.startswith(("esdb.api.orders.", "_INBOX.", "$JS.EVENT.ADVISORY.")) for m in spy.msgs
-    ), [m.subject for m in spy.msgs]
+    assert all(m.subject.startswith(("esdb.api.orders.", "_INBOX.", "$JS.EVENT.ADVISORY.")) for m in spy.msgs), [
+        m.subject for m in spy.msgs
+    ]
     assert CARD in inbox_spy.blob(), "the control saw no Direct Get reply: the test proves nothing"
 
 
@@ -279,9 +280,7 @@ async def test_subscription_deliveries_reach_their_tenant_only(tenants: dict[str
     # targets outside the store's deliver.<store>. space are refused (security.target_allow):
     # another tenant's delivery space, the services' own inboxes, any other subject
     for subscriber in ("deliver.orders.x", "_INBOX.stream.x", "payments.execute"):
-        refused = await demo.call(
-            "esdb.api.demo.subscription.save", {**base, "name": "s2", "subscriber": subscriber}
-        )
+        refused = await demo.call("esdb.api.demo.subscription.save", {**base, "name": "s2", "subscriber": subscriber})
         assert refused["error"]["code"] == "invalid_request", (subscriber, refused)
     await flush_barrier(orders.nc)
     assert "demo-only" not in orders_spy.blob()
@@ -309,7 +308,7 @@ async def test_channels_reach_the_tenants_that_import_them(tenants: dict[str, Te
 async def test_the_container_health_check_works_as_a_service_user(
     server: NatsServer, services: list[Running], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """compose.yaml's health check (shared/probe.py) connects as the container's service user."""
+    """compose.yaml's health check (shared/tooling/probe.py) connects as the container's service user."""
     monkeypatch.setenv("ESDB_GATER_NATS_USER", "stream")
     monkeypatch.setenv("ESDB_GATER_NATS_PASSWORD", PASSWORDS["stream"])
     stream = services[list(SERVICES).index("stream")].services[0].service
@@ -318,7 +317,9 @@ async def test_the_container_health_check_works_as_a_service_user(
 
 def test_the_layout_file_is_the_rendered_layout_and_valid(tmp_path: Path) -> None:
     text = (ROOT / "nats" / "accounts.conf").read_text()
-    assert text == accounts.render(), "nats/accounts.conf is stale: python -m shared.accounts > nats/accounts.conf"
+    assert text == accounts.render(), (
+        "nats/accounts.conf is stale: python -m esdb_gater.shared.security.accounts > nats/accounts.conf"
+    )
     conf = tmp_path / "t.conf"
     (tmp_path / "accounts.conf").write_text(text)
     conf.write_text(f'port: -1\njetstream {{ store_dir: "{tmp_path / "js"}" }}\ninclude accounts.conf\n')
@@ -338,7 +339,7 @@ def test_gater_up_secure_prints_working_credentials_and_stops_cleanly(tmp_path: 
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if k != "NATS_URL" and not k.startswith("ESDB_GATER_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "up", "--secure", "--port", "0", "--data-dir", str(data)],
+        [sys.executable, "-m", "esdb_gater.cli", "up", "--secure", "--port", "0", "--data-dir", str(data)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

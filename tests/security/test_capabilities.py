@@ -19,14 +19,14 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from shared import authz
-from shared import capability as cap
-from shared.capability import Identity
-from shared.client import GaterClient
-from shared.errors import GatewayError, UnauthorizedError
-from shared.natsserver import NatsServer
-from shared.runner import Running
-from shared.settings import SecuritySettings, Settings
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import GatewayError, UnauthorizedError
+from esdb_gater.shared.core.settings import SecuritySettings, Settings
+from esdb_gater.shared.runtime.runner import Running
+from esdb_gater.shared.security import authz
+from esdb_gater.shared.security import capability as cap
+from esdb_gater.shared.security.capability import Identity
+from esdb_gater.shared.tooling.natsserver import NatsServer
 from tests.security.conftest import connection, own_server, own_services
 
 REALM = "sec"
@@ -36,7 +36,8 @@ BOB = Identity.generate()
 STORE = "caps"
 
 
-def token(grants: list[tuple[str, str]], holder: Identity = ALICE, ttl_s: int = 600) -> str:
+def token(grants: list[tuple[str, str]], holder: Identity = ALICE, ttl_s: int = 6 * 3600) -> str:
+    """A token from ROOT. Some are made at import: a long life, so a slow run never outlives them."""
     return cap.encode(cap.sign(cap.create(ROOT, holder, grants, ttl_s=ttl_s), ROOT))
 
 
@@ -283,7 +284,7 @@ async def test_only_the_creator_or_an_admin_removes_a_forwarding(conn: Client) -
     async def on_msg(msg: Any) -> None:
         await received.put(msg.data)
 
-    await conn.subscribe(inbox, cb=on_msg)
+    forwarded = await conn.subscribe(inbox, cb=on_msg)
     reply = await alice.request("_", "channel", "subscribe", {"channel": "events", "topic": topic, "deliver_to": inbox})
     fid = reply["id"]
 
@@ -300,9 +301,10 @@ async def test_only_the_creator_or_an_admin_removes_a_forwarding(conn: Client) -
     # the creator (another token of the same holder) removes it
     alice2 = client(conn, token([(f"esdb://{REALM}/channel/events/other", "channel/publish")], ALICE))
     await alice2.request("_", "channel", "unsubscribe", {"id": fid})
+    # the service forwards a message before it answers the publish, on one connection, and this
+    # connection gets both in that order: a forwarded copy would be here by the time the answer is
     await alice.publish("events", topic, {"n": 2})
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(received.get(), 0.5)
+    assert forwarded.pending_msgs == 0 and received.empty()
 
     # a holder of store/admin on the store-less ops removes anyone's
     reply = await alice.request("_", "channel", "subscribe", {"channel": "events", "topic": topic, "deliver_to": inbox})

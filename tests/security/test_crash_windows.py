@@ -27,17 +27,17 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from services.scavenger.engine import Scavenger
-from services.scavenger.store import ScavengeStore
-from shared.client import GaterClient
-from shared.errors import UnavailableError
-from shared.eventlog import encode_events, new_event_id
-from shared.jetstream import Log
-from shared.models.scavenger import ScavengeOptions
-from shared.models.stream import EventIn
-from shared.natsserver import NatsServer
-from shared.settings import Settings
-from shared.subjects import Subjects
+from esdb_gater.services.scavenger.engine import Scavenger
+from esdb_gater.services.scavenger.store import ScavengeStore
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import UnavailableError
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.eventlog import encode_events, new_event_id
+from esdb_gater.shared.log.jetstream import Log
+from esdb_gater.shared.models.scavenger import ScavengeOptions
+from esdb_gater.shared.models.stream import EventIn
+from esdb_gater.shared.tooling.natsserver import NatsServer
 from tests.conftest import Wire
 
 S = Subjects()
@@ -246,7 +246,7 @@ def _serve_stream(url: str, log_file: Any) -> subprocess.Popen[bytes]:
         }
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", "stream", "--nats", url],
+        [sys.executable, "-m", "esdb_gater.cli", "serve", "stream", "--nats", url],
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,

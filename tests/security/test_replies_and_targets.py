@@ -27,9 +27,10 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from shared.jetstream import flush_barrier
-from shared.runner import Running, start_services
-from shared.settings import SecuritySettings, Settings
+from esdb_gater.services import start_services
+from esdb_gater.shared.core.settings import SecuritySettings, Settings
+from esdb_gater.shared.log.jetstream import flush_barrier
+from esdb_gater.shared.runtime.runner import Running
 from tests.conftest import Wire
 
 pytestmark = pytest.mark.timeout(90)
@@ -252,7 +253,7 @@ async def test_subscription_subscriber_in_reserved_space_is_refused(
     details = (await wire.call(store, "save", body, service="subscription")).error("invalid_request")
     assert details["field"] == "subscriber"
     assert details["reason"] == reason
-    listed = (await wire.call(store, "list", {}, service="subscription"))
+    listed = await wire.call(store, "list", {}, service="subscription")
     if not listed.is_error:  # store_not_found is fine too: nothing was made
         assert listed.ok()["subscriptions"] == []
 
@@ -452,9 +453,7 @@ async def test_foreign_message_on_an_undecodable_subject_keeps_stream_list_worki
     assert (await wire.call(store, "list", {})).ok()["streams"] == ["a"]
 
 
-async def test_subscription_delivers_past_a_foreign_message(
-    client: Any, wire: Wire, nc: Client, store: str
-) -> None:
+async def test_subscription_delivers_past_a_foreign_message(client: Any, wire: Wire, nc: Client, store: str) -> None:
     await _append(wire, store, "s", 1)
     await _raw_into_log(nc, store, "s", b"junk")
     await _raw_into_log(nc, store, "%ZZ", b"junk")

@@ -26,14 +26,15 @@ import msgpack
 import pytest
 from nats.aio.client import Client
 
-from services.link.driver import derived_event_id
-from shared.authz import service_headers
-from shared.client import GaterClient
-from shared.errors import AlreadyExistsError, QuotaExceededError
-from shared.natsserver import NatsServer
-from shared.runner import Running
-from shared.settings import QuotaSettings, Settings
-from shared.upcasting import SchemaRegistry
+from esdb_gater.services.causation.indexer import IndexerPool
+from esdb_gater.services.link.driver import derived_event_id
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.core.errors import AlreadyExistsError, QuotaExceededError
+from esdb_gater.shared.core.settings import QuotaSettings, Settings
+from esdb_gater.shared.runtime.runner import Running
+from esdb_gater.shared.security.authz import service_headers
+from esdb_gater.shared.tooling.natsserver import NatsServer
+from esdb_gater.shared.upcasting.registry import SchemaRegistry
 from tests.conftest import Wire
 from tests.security.conftest import connection, own_server, own_services
 
@@ -143,7 +144,7 @@ READS: list[tuple[str, str, dict[str, Any]]] = [
 
 
 async def test_reads_of_random_store_names_create_no_stream_and_no_consumer(
-    w: Wire, c: GaterClient, conn: Client
+    w: Wire, c: GaterClient, conn: Client, running: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     empty = _name("empty")  # made explicitly, never written: the causation indexer leaves it alone
     await c.create_store(empty)
@@ -159,8 +160,20 @@ async def test_reads_of_random_store_names_create_no_stream_and_no_consumer(
             r = await w.call(store, op, body, service=service)
             missing = ("stream_not_found", "store_not_found", "not_found", "subscription_not_found")
             assert not r.is_error or r.body["error"]["code"] in missing, (service, op, r.body)
-    # the causation indexers look for stores every 2 s: give them one round to (not) react
-    await asyncio.sleep(2.5)
+    # the causation indexers look for stores every 2 s: wait for one whole round of each pool,
+    # begun after the reads, to (not) react
+    pools = [r for r in running.resources if isinstance(r, IndexerPool)]
+    assert pools
+    rounds = [0] * len(pools)
+    for k, pool in enumerate(pools):
+
+        async def counted(k: int = k, reconcile: Callable[[], Awaitable[None]] = pool.reconcile) -> None:
+            await reconcile()
+            rounds[k] += 1
+
+        monkeypatch.setattr(pool, "reconcile", counted)
+        pool.poke()
+    await eventually(lambda: asyncio.sleep(0, min(rounds)), lambda n: n >= 1)
     after = await _jetstream_state(conn)
     assert after == before
     assert not [n for n in after[2] if any(s in n for s in stores)]

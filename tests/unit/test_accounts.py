@@ -1,4 +1,4 @@
-"""shared/accounts.py without a server: the layout covers every service, passwords are kept
+"""shared/security/accounts.py without a server: the layout covers every service, passwords are kept
 private and reused (the over-the-wire proofs are in tests/security/test_accounts.py)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shared import accounts
-from shared.runner import SERVICES
+from esdb_gater.services import SERVICES
+from esdb_gater.shared.security import accounts
 
 
 def test_every_service_has_exactly_one_user_with_a_permission_entry() -> None:

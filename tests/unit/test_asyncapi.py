@@ -14,7 +14,7 @@ from jsonschema import Draft7Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from shared.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorCode
+from esdb_gater.shared.core.errors import ERROR_CODE_HEADER, ERROR_HEADER, ErrorCode
 from tools import gen_asyncapi
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ def test_payload_schemas_accept_the_golden_wire_files(doc: dict[str, Any]) -> No
 
 
 def test_payload_schemas_refuse_what_the_strict_models_refuse(doc: dict[str, Any]) -> None:
-    from shared.models.stream import ReadRequest
+    from esdb_gater.shared.models.stream import ReadRequest
 
     read = _payload_validator(doc, "stream.read.request")
     for bad in ({"stream_id": "s", "count": "10"}, {"stream_id": "s", "raw": 1}, {"stream_id": "s", "nope": 1}):

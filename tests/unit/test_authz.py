@@ -1,30 +1,31 @@
-"""The authorization table (shared/authz.py): it covers every op of every service and nothing
+"""The authorization table (shared/security/authz.py): it covers every op of every service and nothing
 else, docs/security.md shows exactly it, the verification cache, and the mode rules."""
 
 from __future__ import annotations
 
 import importlib
 import re
+import typing
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
-from shared import authz
-from shared import capability as cap
-from shared.authz import TABLE, Authz, ServiceCredential, Verifier
-from shared.capability import CapabilityError, Identity
-from shared.models.channel import UnsubscribeRequest
-from shared.models.stream import AppendRequest, ListRequest
-from shared.runner import SERVICES
-from shared.settings import SecuritySettings
+from esdb_gater.services import SERVICES
+from esdb_gater.shared.core.settings import SecuritySettings
+from esdb_gater.shared.models.channel import UnsubscribeRequest
+from esdb_gater.shared.models.stream import AppendMultiRequest, AppendRequest, ListRequest
+from esdb_gater.shared.security import authz
+from esdb_gater.shared.security import capability as cap
+from esdb_gater.shared.security.authz import TABLE, Authz, ServiceCredential, Verifier
+from esdb_gater.shared.security.capability import CapabilityError, Identity
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_TOKEN = re.compile(r"ServiceSpec\([^)]*?token=\"(\w+)\"", re.S)
 
 
 def _ops() -> dict[str, tuple[str, type[BaseModel]]]:
-    """Every op of every service of shared/runner.SERVICES: "<token>.<op>" -> (service, request model)."""
+    """Every op of every service of services/__init__.py SERVICES: "<token>.<op>" -> (service, request model)."""
     found: dict[str, tuple[str, type[BaseModel]]] = {}
     for name, module_name in SERVICES.items():
         module = importlib.import_module(module_name)
@@ -44,15 +45,58 @@ def test_the_table_covers_every_op_of_every_service_and_nothing_else() -> None:
     assert sorted(set(TABLE) - set(ops)) == [], "rules for ops that do not exist"
 
 
+def _item_model(model: type[BaseModel], field: str) -> type[BaseModel]:
+    """The model of the items of ``field`` (``list[X]`` or ``X | None``)."""
+    todo = [model.model_fields[field].annotation]
+    while todo:
+        t = todo.pop()
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return t
+        todo.extend(typing.get_args(t))
+    raise AssertionError(f"{model.__name__}.{field} holds no model")
+
+
 def test_each_rule_names_fields_of_its_request_model() -> None:
     for key, (service, model) in _ops().items():
-        rule = TABLE[key]
-        for f in rule.fields:
-            assert f in model.model_fields, f"{key}: {rule.template} names {f}, not a field of {model.__name__}"
-        assert rule.template.startswith("esdb://{realm}/"), key
-        assert rule.action.count("/") == 1 and rule.action in cap.ACTIONS, key
-        if rule.checked_by == "channel":
-            assert service == "channel", key
+        for rule in (TABLE[key], *TABLE[key].also):
+            fields_of = model if rule.each is None else _item_model(model, rule.each)
+            for f in rule.fields:
+                assert f in fields_of.model_fields, f"{key}: {rule.template} names {f}, not a field of {fields_of}"
+            assert rule.template.startswith("esdb://{realm}/"), key
+            assert rule.action.count("/") == 1 and rule.action in cap.ACTIONS, key
+            if rule.checked_by == "channel":
+                assert service == "channel", key
+
+
+def test_append_multi_needs_every_stream_and_the_checkpoint() -> None:
+    req = AppendMultiRequest.model_validate(
+        {
+            "appends": [
+                {"stream_id": "a", "events": [{"event_type": "x"}]},
+                {"stream_id": "b", "events": [{"event_type": "x"}]},
+            ],
+            "checkpoint": {"name": "proc", "position": 3},
+        }
+    )
+    assert TABLE["stream.append_multi"].checks("r", "s", req) == [
+        ("esdb://r/stream/s/a", "stream/append"),
+        ("esdb://r/stream/s/b", "stream/append"),
+        ("esdb://r/checkpoint/s/proc", "stream/append"),
+    ]
+    a = _authz("required")
+    only_a = _token([("esdb://default/stream/s/a", "stream/append"), ("esdb://default/checkpoint/s/*", "*")])
+    with pytest.raises(CapabilityError) as exc:
+        a.enforce("stream.append_multi", "s", req, _bearer(only_a))
+    assert exc.value.reason == "insufficient_permissions" and "stream/s/b" in str(exc.value)
+    streams_only = _token([("esdb://default/stream/s/*", "stream/append")])
+    with pytest.raises(CapabilityError) as exc:
+        a.enforce("stream.append_multi", "s", req, _bearer(streams_only))
+    assert "checkpoint/s/proc" in str(exc.value)
+    both = _token([("esdb://default/stream/s/*", "stream/append"), ("esdb://default/checkpoint/s/*", "stream/append")])
+    a.enforce("stream.append_multi", "s", req, _bearer(both))
+    with pytest.raises(CapabilityError) as exc:
+        a.enforce("stream.append_multi", "s", req, None)
+    assert exc.value.reason == "capability_required"
 
 
 def test_docs_security_md_shows_the_table() -> None:
@@ -233,7 +277,7 @@ def test_the_service_credential_with_an_audience() -> None:
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.settings import Settings
+    from esdb_gater.shared.core.settings import Settings
 
     monkeypatch.setenv("ESDB_GATER_SECURITY__CAPABILITY_MODE", "required")
     monkeypatch.setenv("ESDB_GATER_SECURITY__TRUSTED_ISSUERS", f'["{ISSUER.did}"]')

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-import bench.__main__ as bench_main
+import esdb_gater.bench.__main__ as bench_main
 
 
 class _Stream(io.StringIO):

@@ -6,13 +6,14 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from shared import capability as cap
-from shared.capability import CapabilityError, Identity
-from shared.errors import UnauthorizedError
+from esdb_gater.shared.core.errors import UnauthorizedError
+from esdb_gater.shared.security import capability as cap
+from esdb_gater.shared.security.capability import CapabilityError, Identity
 
 NOW = 1_800_000_000
 RES = "esdb://default/channel/events/user.created"
@@ -79,14 +80,17 @@ def alice() -> Identity:
     return Identity.generate()
 
 
-def _token(issuer: Identity, audience: Identity, grants: list[tuple[str, str]], **kw: int) -> str:
+def _token(issuer: Identity, audience: Identity, grants: list[tuple[str, str]], **kw: Any) -> str:
     return cap.encode(cap.sign(cap.create(issuer, audience, grants, now=kw.pop("now", NOW), **kw), issuer))
 
 
 def test_a_token_is_a_standard_eddsa_jwt(root: Identity, alice: Identity) -> None:
     token = _token(root, alice, [(RES, "channel/publish")], ttl_s=60)
     head, body, sig = token.split(".")
-    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
+
+    def pad(s: str) -> str:
+        return s + "=" * (-len(s) % 4)
+
     header = json.loads(base64.urlsafe_b64decode(pad(head)))
     payload = json.loads(base64.urlsafe_b64decode(pad(body)))
     assert header["alg"] == "EdDSA" and header["typ"] == "JWT"

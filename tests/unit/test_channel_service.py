@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.channel import service
-from services.channel.dispatch import Dispatcher
-from services.channel.policy import ChannelTable
-from services.channel.store import topic_matches
-from shared.errors import NotFoundError, UnavailableError
-from shared.memory import MemoryMonitor
-from shared.models.channel import PublishRequest, SubscribeRequest
-from shared.settings import ChannelOverride, ChannelsSettings
-from shared.subjects import Subjects
+from esdb_gater.services.channel import service
+from esdb_gater.services.channel.dispatch import Dispatcher
+from esdb_gater.services.channel.policy import ChannelTable
+from esdb_gater.services.channel.store import topic_matches
+from esdb_gater.shared.core.errors import NotFoundError, UnavailableError
+from esdb_gater.shared.core.settings import ChannelOverride, ChannelsSettings
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.models.channel import PublishRequest, SubscribeRequest
+from esdb_gater.shared.runtime.memory import MemoryMonitor
 
 PINNED = {
     "esdb.api._.channel.publish": ("PublishRequest", "PublishResponse"),
@@ -132,7 +132,7 @@ async def test_weighted_round_robin_order() -> None:
                 order.append(p[0])
                 return f"{p}{i}"
 
-            jobs.append(asyncio.ensure_future(d.submit(p, work)))  # type: ignore[arg-type]
+            jobs.append(asyncio.ensure_future(d.submit(p, work)))
     await asyncio.sleep(0)
     assert d.queued() == 16
     d.resume()
@@ -162,7 +162,8 @@ async def test_exceptions_reach_the_publisher_and_stop_fails_leftovers() -> None
 
 
 async def test_queue_timeout() -> None:
-    d = _dispatcher(max_wait_s=0.05)
+    clock = _Clock()
+    d = _dispatcher(max_wait_s=0.05, clock=clock)
     d.pause()
     await d.start()
 
@@ -170,7 +171,9 @@ async def test_queue_timeout() -> None:
         return 1
 
     job = asyncio.ensure_future(d.submit("normal", ok))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0)  # queued
+    assert d.queued() == 1
+    clock.now += 0.1  # it waited longer than max_wait_s
     d.resume()
     with pytest.raises(UnavailableError) as exc:
         await asyncio.wait_for(job, 5)
@@ -182,7 +185,7 @@ def test_shedding_rules() -> None:
     crit = _dispatcher(MemoryMonitor(limit_bytes=1, sample_interval_s=3600))
     for p in ("low", "normal"):
         with pytest.raises(UnavailableError) as exc:
-            crit.admit(p, "ch")  # type: ignore[arg-type]
+            crit.admit(p, "ch")
         assert exc.value.details["reason"] == "memory_pressure"
     crit.admit("high", "ch")
     crit.admit("critical", "ch")
@@ -265,7 +268,7 @@ def test_the_queue_length_cap_protects_memory() -> None:
 
 
 def _job(loop: asyncio.AbstractEventLoop, d: Dispatcher) -> Any:
-    from services.channel.dispatch import _Job
+    from esdb_gater.services.channel.dispatch import _Job
 
     async def work() -> None:
         return None

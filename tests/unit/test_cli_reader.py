@@ -1,10 +1,14 @@
-"""``gater read`` paging (shared/cli/ops.py ``_Reader``) against a scripted stream: no network."""
+"""``gater read`` paging (esdb_gater/cli/ops.py ``_Reader``) against a scripted stream: no network."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from shared.cli.ops import _Reader
+from nats.aio.client import Client
+
+from esdb_gater.cli.ops import _Reader
+
+NO_NC = cast(Client, None)  # the scripted reader never touches the network
 
 
 class ScriptedReader(_Reader):
@@ -38,21 +42,21 @@ async def test_events_appended_between_the_page_and_the_head_are_not_skipped() -
         r.versions += [1, 2]
 
     r = ScriptedReader([0], after_page=append_two)
-    nxt = await r.forward(None, 0, 3)
+    nxt = await r.forward(NO_NC, 0, 3)
     assert r.shown[:1] == [0]
     if len(r.shown) < 3:  # the next poll reads on from where the first stopped
-        await r.forward(None, nxt, 3)
+        await r.forward(NO_NC, nxt, 3)
     assert r.shown == [0, 1, 2]
 
 
 async def test_a_scavenged_gap_does_not_end_the_read() -> None:
     r = ScriptedReader([0, 1, 250, 251])
     r.PAGE = 100
-    assert await r.forward(None, 0, None) == 252
+    assert await r.forward(NO_NC, 0, None) == 252
     assert r.shown == [0, 1, 250, 251]
 
 
 async def test_at_the_head_the_next_version_is_returned() -> None:
     r = ScriptedReader([0, 1])
-    assert await r.forward(None, 0, None) == 2
-    assert await r.forward(None, 2, None) == 2 and r.shown == [0, 1]
+    assert await r.forward(NO_NC, 0, None) == 2
+    assert await r.forward(NO_NC, 2, None) == 2 and r.shown == [0, 1]

@@ -9,8 +9,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, codec_for
-from shared.errors import InvalidRequestError
+from esdb_gater.shared.core.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, codec_for
+from esdb_gater.shared.core.errors import InvalidRequestError
 
 VALUES: list[Any] = [
     {},

@@ -10,12 +10,12 @@ from typing import Any
 import msgpack
 import pytest
 
-from shared import endpoint
-from shared.codec import INT_MAX, INT_MIN, JSON, MSGPACK, check_value
-from shared.errors import InvalidRequestError, NotFoundError
-from shared.eventlog import Commit, CorruptEntryError, commit_of, decode_commit, encode_events, is_commit
-from shared.jetstream import StoredMsg
-from shared.models.stream import EventIn
+from esdb_gater.shared.core.codec import INT_MAX, INT_MIN, JSON, MSGPACK, check_value
+from esdb_gater.shared.core.errors import InvalidRequestError, NotFoundError
+from esdb_gater.shared.log.eventlog import Commit, CorruptEntryError, commit_of, decode_commit, encode_events, is_commit
+from esdb_gater.shared.log.jetstream import StoredMsg
+from esdb_gater.shared.models.stream import EventIn
+from esdb_gater.shared.runtime import endpoint
 
 # --- codecs -----------------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from shared import accounts
-from shared.runner import SERVICES
+from esdb_gater.services import SERVICES
+from esdb_gater.shared.security import accounts
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -46,7 +46,7 @@ def test_every_service_runs_twice_with_a_health_check_on_its_own_instances(compo
         ready = cmd[cmd.index("--ready-file") + 1]
         assert svc["deploy"]["replicas"] == 2, name
         test = svc["healthcheck"]["test"]
-        assert test[:4] == ["CMD", "python", "-m", "shared.probe"], test
+        assert test[:4] == ["CMD", "python", "-m", "esdb_gater.shared.tooling.probe"], test
         assert test[test.index("--ready-file") + 1] == ready, (name, test)
         env = svc["environment"]
         assert env["ESDB_GATER_NATS_URL"].split(",") == [f"nats://nats{i}:4222" for i in (1, 2, 3)]
@@ -80,7 +80,7 @@ def test_a_three_node_nats_cluster_from_nats_compose_and_a_collector(compose: di
 
 
 def test_the_services_get_the_secure_settings_of_the_accounts_layout(compose: dict[str, Any]) -> None:
-    """compose.yaml's target allow-lists are those ``gater up --secure`` uses (shared/accounts.py)."""
+    """compose.yaml's target allow-lists are those ``gater up --secure`` uses (shared/security/accounts.py)."""
     wanted = accounts.secure_settings()
     for name in SERVICES:
         env = compose["services"][name]["environment"]

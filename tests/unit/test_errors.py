@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from shared import errors as e
-from shared.errors import (
+from esdb_gater.shared.core import errors as e
+from esdb_gater.shared.core.errors import (
     ERROR_CODE_HEADER,
     ERROR_HEADER,
     ErrorCode,

@@ -3,11 +3,14 @@ models, and its ADR-32 identity. A change here is a wire change and must show up
 
 from __future__ import annotations
 
-from services.stream import service
-from shared.subjects import Subjects
+from esdb_gater.services.stream import service
+from esdb_gater.services.stream.handlers import StreamCtx
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.runtime.endpoint import ServiceSpec
 
 PINNED_SUBJECTS = [
     "esdb.api.*.stream.append",
+    "esdb.api.*.stream.append_multi",
     "esdb.api.*.stream.read",
     "esdb.api.*.stream.forward",
     "esdb.api.*.stream.backward",
@@ -18,6 +21,8 @@ PINNED_SUBJECTS = [
     "esdb.api.*.stream.read_until",
     "esdb.api.*.stream.read_range",
     "esdb.api.*.stream.version_at",
+    "esdb.api.*.stream.read_all",
+    "esdb.api.*.stream.checkpoint",
     "esdb.api.*.store.create",
     "esdb.api.*.store.info",
     "esdb.api.*.store.reindex",
@@ -29,6 +34,9 @@ PINNED_SUBJECTS = [
 # (subject token, op) -> (request model, reply model, scope)
 PINNED_OPS = {
     ("stream", "append"): ("AppendRequest", "AppendResponse", "store"),
+    ("stream", "append_multi"): ("AppendMultiRequest", "AppendMultiResponse", "store"),
+    ("stream", "read_all"): ("ReadAllRequest", "ReadAllResponse", "store"),
+    ("stream", "checkpoint"): ("CheckpointRequest", "CheckpointResponse", "store"),
     ("stream", "read"): ("ReadRequest", "EventsResponse", "store"),
     ("stream", "forward"): ("ForwardRequest", "EventsResponse", "store"),
     ("stream", "backward"): ("BackwardRequest", "EventsResponse", "store"),
@@ -45,7 +53,7 @@ PINNED_OPS = {
 }
 
 
-def _spec():  # type: ignore[no-untyped-def]
+def _spec() -> ServiceSpec[StreamCtx]:
     return service.spec(events=None)  # type: ignore[arg-type]  # the table needs no store
 
 

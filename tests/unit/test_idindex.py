@@ -6,9 +6,9 @@ from typing import Any
 
 import msgpack
 
-from services.stream.idindex import EventIdIndex
-from shared.jetstream import StoredMsg
-from shared.subjects import Subjects
+from esdb_gater.services.stream.idindex import EventIdIndex
+from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.jetstream import StoredMsg
 
 S = Subjects()
 
@@ -39,6 +39,7 @@ class FakeLog:
         if "multi_last" in req:
             return [StoredMsg(s, 1, 0, {}, self.index[s]) for s in req["multi_last"] if s in self.index], 0
         wanted = req["next_by_subj"]
+
         def hit(subject: str) -> bool:
             return subject == wanted or (wanted.endswith("*") and subject.startswith(wanted[:-1]))
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.link.driver import Driver, derived_event_id
-from services.link.store import Checkpoint, Definition, Stats
-from shared.subjects import Subjects
+from esdb_gater.services.link.driver import Driver, derived_event_id
+from esdb_gater.services.link.store import Checkpoint, Definition, Stats
+from esdb_gater.shared.core.subjects import Subjects
 
 HUGE = 10**15
 
@@ -150,7 +150,7 @@ class FakeKV:
 
 
 async def test_a_stale_holder_cannot_move_the_checkpoint_back() -> None:
-    from services.link.store import LinkStore
+    from esdb_gater.services.link.store import LinkStore
 
     links = LinkStore.__new__(LinkStore)
     links.kv = FakeKV()

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.causation.handlers import to_dot
-from services.link.driver import derived_event_id
-from services.link.rules import compile_filter, compile_transform, pattern_regex
-from shared.models.link import CreateLinkRequest
+from esdb_gater.services.causation.handlers import to_dot
+from esdb_gater.services.link.driver import derived_event_id
+from esdb_gater.services.link.rules import compile_filter, compile_transform, pattern_regex
+from esdb_gater.shared.models.link import CreateLinkRequest
 
 EV: dict[str, Any] = {
     "event_id": "e-1",

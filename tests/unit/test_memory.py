@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import memory
-from shared.memory import MemoryMonitor, level_for, read_stats
-from shared.settings import MemorySettings, Settings
+from esdb_gater.shared.core.settings import MemorySettings, Settings
+from esdb_gater.shared.runtime import memory
+from esdb_gater.shared.runtime.memory import MemoryMonitor, level_for, read_stats
 
 
 def test_levels_from_thresholds() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from shared.models import stream as m
-from shared.models.common import Request
-from shared.subjects import MAX_STREAM_ID_BYTES
+from esdb_gater.shared.core.subjects import MAX_STREAM_ID_BYTES
+from esdb_gater.shared.models import stream as m
+from esdb_gater.shared.models.common import Request
 
 
 def _append(**overrides: Any) -> dict[str, Any]:

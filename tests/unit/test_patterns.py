@@ -1,4 +1,5 @@
-"""Client patterns run in RE2 (shared/patterns.py, shared/upcasting.py, services/link/rules.py; ADR 0017)."""
+"""Client patterns run in RE2 (shared/core/patterns.py, shared/upcasting/registry.py, services/link/rules.py;
+ADR 0017)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import jsonschema._legacy_keywords
 import jsonschema._utils
 import pytest
 
-from services.link.rules import compile_filter, pattern_regex
-from services.scavenger import engine
-from shared import patterns
-from shared.errors import InvalidRequestError
-from shared.models.link import FieldFilter
-from shared.upcasting import Schemas, TypeSchemas, check_json_schema, uses_patterns
+from esdb_gater.services.link.rules import compile_filter, pattern_regex
+from esdb_gater.services.scavenger import engine
+from esdb_gater.shared.core import patterns
+from esdb_gater.shared.core.errors import InvalidRequestError
+from esdb_gater.shared.models.link import FieldFilter
+from esdb_gater.shared.upcasting.steps import Schemas, TypeSchemas, check_json_schema, uses_patterns
 
 EVIL = "^(a+)+$"
 
@@ -64,7 +65,7 @@ def test_glob_is_anchored_literal_and_linear() -> None:
 
 
 def _schemas(js: dict[str, Any]) -> Schemas:
-    from shared.models.schema import SchemaDef
+    from esdb_gater.shared.models.schema import SchemaDef
 
     return Schemas({"T": TypeSchemas("T", {1: SchemaDef.model_validate({"version": 1, "json_schema": js})})})
 

@@ -1,11 +1,11 @@
-"""shared/quotas.py: quota checks and per-store state that is dropped when idle (ADR 0016)."""
+"""shared/log/quotas.py: quota checks and per-store state that is dropped when idle (ADR 0016)."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.errors import QuotaExceededError
-from shared.quotas import IdleMap, check_quota
+from esdb_gater.shared.core.errors import QuotaExceededError
+from esdb_gater.shared.log.quotas import IdleMap, check_quota
 
 
 class Clock:

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from shared.errors import (
+from esdb_gater.shared.client.retry import RetryConfig, calculate_delay, new_config, with_retry
+from esdb_gater.shared.core.errors import (
     GatewayTimeoutError,
     RateLimitedError,
     RetriesExhaustedError,
@@ -15,8 +16,7 @@ from shared.errors import (
     UnavailableError,
     WrongExpectedVersionError,
 )
-from shared.retry import RetryConfig, calculate_delay, new_config, with_retry
-from shared.telemetry import attach, detach
+from esdb_gater.shared.core.telemetry import attach, detach
 
 
 @pytest.mark.parametrize(("attempt", "lo", "hi"), [(0, 101, 125), (1, 201, 250), (2, 401, 500)])

@@ -7,11 +7,11 @@ from typing import Any
 import msgpack
 import pytest
 
-from services.scavenger.engine import Scavenger
-from shared.errors import UnavailableError
-from shared.eventlog import Commit, decode_commit
-from shared.jetstream import StoredMsg
-from shared.models.scavenger import ScavengeOptions
+from esdb_gater.services.scavenger.engine import Scavenger
+from esdb_gater.shared.core.errors import UnavailableError
+from esdb_gater.shared.log.eventlog import Commit, decode_commit
+from esdb_gater.shared.log.jetstream import StoredMsg
+from esdb_gater.shared.models.scavenger import ScavengeOptions
 
 OPTS = ScavengeOptions(keep_versions=1, require_snapshot=False, archive=True)
 

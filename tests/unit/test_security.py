@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from shared import security
-from shared.errors import (
+from esdb_gater.shared.core.errors import (
     InvalidSignatureError,
     InvalidTimestampError,
     MessageExpiredError,
     MissingTimestampError,
     SignatureRequiredError,
 )
-from shared.settings import Settings
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.security import signing as security
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((ROOT / "docs" / "hmac-vectors.json").read_text())["vectors"]

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from shared.subjects import (
+from esdb_gater.shared.core.subjects import (
     MAX_STREAM_ID_BYTES,
     PREFIX_RE,
     STORE_RE,

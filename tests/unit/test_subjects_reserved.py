@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.errors import InvalidRequestError
-from shared.subjects import Subjects
+from esdb_gater.shared.core.errors import InvalidRequestError
+from esdb_gater.shared.core.subjects import Subjects
 
 S = Subjects("esdb")
 

@@ -15,11 +15,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from shared import telemetry
-from shared.client import GaterClient
-from shared.retry import RetryConfig, default_config
-from shared.settings import Settings
-from shared.telemetry import (
+from esdb_gater.shared.client import GaterClient
+from esdb_gater.shared.client.retry import RetryConfig, default_config
+from esdb_gater.shared.core import telemetry
+from esdb_gater.shared.core.settings import Settings
+from esdb_gater.shared.core.telemetry import (
     CATALOGUE,
     CHANNEL_BROADCAST,
     NODE_UP,
@@ -91,9 +91,9 @@ def test_ids_are_unique_and_detach_reports_what_it_did() -> None:
 
 def test_a_single_event_or_bad_name_is_refused() -> None:
     with pytest.raises(TypeError):
-        attach("one", REQUEST_STOP, lambda *a: None)  # type: ignore[call-overload]
+        attach("one", REQUEST_STOP, lambda *a: None)
     with pytest.raises(TypeError):
-        attach("one", "esdb_gater.request.stop", lambda *a: None)  # type: ignore[call-overload]
+        attach("one", "esdb_gater.request.stop", lambda *a: None)
     with pytest.raises(ValueError):
         attach("one", [""], lambda *a: None)
     assert "one" not in telemetry.attached()

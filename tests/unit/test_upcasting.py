@@ -1,5 +1,5 @@
 """The declarative upcaster steps, chains, chain validation and JSON Schema validation
-(shared/upcasting.py), without a server. Each step's documented rules (docs/api/schema.md#steps)
+(shared/upcasting/registry.py), without a server. Each step's documented rules (docs/api/schema.md#steps)
 are checked one by one, including the cases where a step must do nothing."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from shared.errors import InvalidRequestError
-from shared.models.schema import RegisterSchemaRequest, SchemaDef, Step
-from shared.subjects import kv_token
-from shared.upcasting import (
+from esdb_gater.shared.core.errors import InvalidRequestError
+from esdb_gater.shared.core.subjects import kv_token
+from esdb_gater.shared.models.schema import RegisterSchemaRequest, SchemaDef, Step
+from esdb_gater.shared.upcasting.steps import (  # UPCAST-FIX
     Schemas,
     TypeSchemas,
     check_chain,

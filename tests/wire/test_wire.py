@@ -27,9 +27,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
-from shared.errors import ERROR_CODE_HEADER, ERROR_HEADER
-from shared.runner import Running
+from esdb_gater.shared.core.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
+from esdb_gater.shared.core.errors import ERROR_CODE_HEADER, ERROR_HEADER
+from esdb_gater.shared.runtime.runner import Running
 from tools.gen_schemas import ErrorEnvelope
 from tools.gen_wire import op_table
 

@@ -1,0 +1,242 @@
+"""``stream.read_all``: every event of a store in log order, forward or backward, by pages.
+
+Notification ids (docs/adr/0023-multi-stream-append-and-read-all.md): an event's id is
+``position << 14 | index`` (its commit's log sequence, and its index in that commit), so ids grow
+with the log, an append's events have consecutive ids and ``position = id >> 14``. Only the event
+subjects (``<prefix>.log.<store>.e.*``) are read; checkpoints and other messages are never seen.
+
+Cost of a page without filters: the commits it returns (at most ``limit``), fetched by batched
+Direct Gets from the position (backward: windows of the log stepped down from the position,
+doubling while they come back short), one ``STREAM.INFO`` (the log's bounds) and the few Direct
+Gets that find the newest event (``last_notification_id``). With filters a page reads at most
+``SCAN_BUDGET`` commits; it may then hold fewer than ``limit`` events, with ``next`` set.
+On a replicated store any replica may answer a Direct Get: the newest part of each read is
+checked against the stream leader, and read again while the replica catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from esdb_gater.services.stream.store import READ_PAGES, EventStore
+from esdb_gater.shared.core.errors import UnavailableError
+from esdb_gater.shared.log.eventlog import H_COUNT, corrupt_entry, decode_commit, is_commit
+from esdb_gater.shared.log.jetstream import StoredMsg
+from esdb_gater.shared.models.stream import NOTIFICATION_SHIFT, ReadAllRequest
+
+__all__ = ["NOTIFICATION_MASK", "SCAN_BUDGET", "AllPage", "AllReader", "notification_id"]
+
+NOTIFICATION_MASK: Final = (1 << NOTIFICATION_SHIFT) - 1
+SCAN_BUDGET: Final = 10_000  # commits a filtered page reads at most
+MAX_WINDOW: Final = 8_192  # log sequences per backward window, at most
+LAG_ROUNDS: Final = 50  # waits of 10 ms for a lagging replica
+
+
+def notification_id(position: int, index: int) -> int:
+    return (position << NOTIFICATION_SHIFT) | index
+
+
+@dataclass(slots=True, frozen=True)
+class AllPage:
+    events: list[dict[str, Any]]
+    next: int | None
+    last_notification_id: int | None
+
+
+@dataclass(slots=True, frozen=True)
+class _Log:
+    """What one read needs to know about the store's log."""
+
+    name: str
+    filter: str
+    first: int  # first sequence in the log
+    last: int  # last sequence (any subject) when the read began
+    replicated: bool
+    batch: int  # commits per Direct Get (memory level)
+    max_bytes: int
+
+
+class AllReader:
+    def __init__(self, events: EventStore) -> None:
+        self.events = events
+
+    async def _bounds(self, store: str) -> _Log | None:
+        ev = self.events
+        info = await ev.existing(store)
+        if info is None:
+            return None
+        name = ev.subjects.log_stream(store)
+        state = (await ev.log.stream_info(name))["state"]
+        if int(state.get("messages", 0)) == 0:
+            return None
+        batch, max_bytes = READ_PAGES[ev.memory.level() if ev.memory is not None else "normal"]
+        return _Log(
+            name,
+            ev.subjects.log_all(store),
+            int(state.get("first_seq", 1)),
+            int(state.get("last_seq", 0)),
+            info.config.replicas > 1,
+            batch,
+            max_bytes,
+        )
+
+    async def read_all(self, store: str, req: ReadAllRequest) -> AllPage:
+        lg = await self._bounds(store)
+        if lg is None:
+            return AllPage([], None, None)
+        last_id = await self._last_id(lg)
+        if last_id is None:
+            return AllPage([], None, None)
+        if req.direction == "forward":
+            events, nxt = await self._forward(store, lg, req)
+            if nxt is not None and nxt >= last_id:
+                nxt = None  # the page ends with the newest event
+        else:
+            events, nxt = await self._backward(store, lg, req)
+        return AllPage(events, nxt, last_id)
+
+    # --- reading the log ------------------------------------------------------------------------
+    async def _range(self, lg: _Log, lo: int, hi: int, n: int, *, tail: bool) -> list[StoredMsg]:
+        """Up to ``n`` event-subject messages with lo <= seq <= hi, ascending (fewer when the
+        batch's bytes run out). ``tail``: on a replicated store, confirm with the leader that
+        nothing is missing at the end (a lagging replica may have answered), reading again if so."""
+        log = self.events.log
+        for _ in range(LAG_ROUNDS):
+            batch, pending = await log.direct_batch(
+                lg.name,
+                {"seq": lo, "batch": max(1, min(n, lg.batch)), "next_by_subj": lg.filter, "max_bytes": lg.max_bytes},
+            )
+            out = [sm for sm in batch if sm.seq <= hi]
+            if not tail or not lg.replicated or len(out) < len(batch) or pending > 0:
+                return out  # not the newest part, or the replica has more after it: nothing missing
+            after = (out[-1].seq if out else lo - 1) + 1
+            if after > hi:
+                return out
+            sm = await log.leader_get(lg.name, {"seq": after, "next_by_subj": lg.filter})
+            if sm is None or sm.seq > hi:
+                return out
+            await asyncio.sleep(0.01)  # the replica that answered is behind the leader
+        raise UnavailableError("the store's replicas are behind; try again")
+
+    async def _ascending(self, lg: _Log, lo: int, hi: int, want: int) -> AsyncIterator[StoredMsg]:
+        """The event-subject messages in [lo, hi], ascending, fetched ``want`` at a time at first."""
+        seq = lo
+        n = want
+        while seq <= hi:
+            batch = await self._range(lg, seq, hi, n, tail=True)
+            if not batch:
+                return
+            for sm in batch:
+                yield sm
+            seq = batch[-1].seq + 1
+            n = lg.batch
+
+    async def _descending(self, lg: _Log, hi: int, lo: int, window: int) -> AsyncIterator[StoredMsg]:
+        """The event-subject messages in [lo, hi], descending: windows of the log read forward,
+        stepped down from ``hi``, each twice the last (up to ``MAX_WINDOW``)."""
+        first = True
+        w = max(1, window)
+        while hi >= lo:
+            start = max(lo, hi - w + 1)
+            msgs: list[StoredMsg] = []
+            seq = start
+            while seq <= hi:
+                batch = await self._range(lg, seq, hi, hi - seq + 1, tail=first)
+                if not batch:
+                    break
+                msgs.extend(batch)
+                seq = batch[-1].seq + 1
+            for sm in reversed(msgs):
+                yield sm
+            first = False
+            hi = start - 1
+            w = min(w * 2, MAX_WINDOW)
+
+    async def _last_id(self, lg: _Log) -> int | None:
+        """The newest event's notification id (None: the log holds no event)."""
+        async for sm in self._descending(lg, lg.last, lg.first, 1):
+            if is_commit(sm):
+                return notification_id(sm.seq, int(sm.headers[H_COUNT]) - 1)
+        return None
+
+    def _events(self, store: str, sm: StoredMsg, prefix: str | None) -> list[dict[str, Any]]:
+        """The commit's events with their notification ids (none when ``prefix`` rules it out)."""
+        try:
+            stream_id = self.events.subjects.stream_id_of(sm.subject)
+        except ValueError:
+            corrupt_entry(sm, "read_all", "not a stream subject")
+            return []
+        if prefix is not None and not stream_id.startswith(prefix):
+            return []
+        rows = decode_commit(sm, stream_id, "read_all")
+        base = sm.seq << NOTIFICATION_SHIFT
+        for i, row in enumerate(rows):
+            row["notification_id"] = base | i
+        return rows
+
+    # --- the two directions ---------------------------------------------------------------------
+    async def _forward(self, store: str, lg: _Log, req: ReadAllRequest) -> tuple[list[dict[str, Any]], int | None]:
+        types = set(req.event_types) if req.event_types else None
+        filtered = types is not None or req.stream_prefix is not None
+        lo_id = 0 if req.from_ is None else req.from_ + (0 if req.inclusive else 1)
+        hi_id = req.to
+        lo = max(lg.first, lo_id >> NOTIFICATION_SHIFT)
+        hi = lg.last if hi_id is None else min(lg.last, hi_id >> NOTIFICATION_SHIFT)
+        out: list[dict[str, Any]] = []
+        scanned = 0
+        last_seen: int | None = None
+        async for sm in self._ascending(lg, lo, hi, lg.batch if filtered else req.limit + 1):
+            scanned += 1
+            for row in self._events(store, sm, req.stream_prefix):
+                nid = row["notification_id"]
+                if nid < lo_id:
+                    continue
+                if hi_id is not None and nid > hi_id:
+                    return out, None
+                last_seen = nid
+                if types is not None and row["event_type"] not in types:
+                    continue
+                out.append(row)
+                if len(out) >= req.limit:
+                    return out, nid
+            if sm.seq >= hi:
+                break
+            if filtered and scanned >= SCAN_BUDGET:
+                return out, (last_seen if last_seen is not None else notification_id(sm.seq, NOTIFICATION_MASK))
+        return out, None
+
+    async def _backward(self, store: str, lg: _Log, req: ReadAllRequest) -> tuple[list[dict[str, Any]], int | None]:
+        types = set(req.event_types) if req.event_types else None
+        filtered = types is not None or req.stream_prefix is not None
+        if req.from_ is None:
+            hi_id = None
+        else:
+            hi_id = req.from_ - (0 if req.inclusive else 1)
+            if hi_id < 0:
+                return [], None
+        lo_id = req.to if req.to is not None else 0
+        hi = lg.last if hi_id is None else min(lg.last, hi_id >> NOTIFICATION_SHIFT)
+        lo = max(lg.first, lo_id >> NOTIFICATION_SHIFT)
+        out: list[dict[str, Any]] = []
+        scanned = 0
+        last_seen: int | None = None
+        async for sm in self._descending(lg, hi, lo, lg.batch if filtered else req.limit + 1):
+            scanned += 1
+            for row in reversed(self._events(store, sm, req.stream_prefix)):
+                nid = row["notification_id"]
+                if hi_id is not None and nid > hi_id:
+                    continue
+                if nid < lo_id:
+                    return out, None
+                last_seen = nid
+                if types is not None and row["event_type"] not in types:
+                    continue
+                out.append(row)
+                if len(out) >= req.limit:
+                    return out, nid
+            if filtered and scanned >= SCAN_BUDGET:
+                return out, (last_seen if last_seen is not None else notification_id(sm.seq, 0))
+        return out, None
