@@ -7,6 +7,7 @@ COPY services ./services
 COPY bench ./bench
 # the one installed package; its shared/services/bench are symbolic links to the folders above
 COPY esdb_gater ./esdb_gater
+COPY eventsourcing_gater.py ./
 RUN pip install --no-cache-dir .
 ENV ESDB_GATER_NATS_URL=nats://nats1:4222,nats://nats2:4222,nats://nats3:4222
 ENTRYPOINT ["gater"]

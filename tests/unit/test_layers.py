@@ -133,3 +133,18 @@ def test_an_application_with_its_own_shared_and_services_packages_keeps_them(tmp
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_container_image_copies_everything_the_package_is_built_from() -> None:
+    """``pip install .`` in the Dockerfile needs the namespace folder, every folder it links to and
+    the eventsourcing shim: a missing COPY breaks the image build, not any other test."""
+    copied = {
+        src.rstrip("/")
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+        for src in line.split()[1:-1]  # COPY <src>... <dest>
+    }
+    links = {p.resolve().relative_to(ROOT).parts[0] for p in (ROOT / "esdb_gater").iterdir() if p.is_symlink()}
+    assert links == {"shared", "services", "bench"}
+    missing = ({"pyproject.toml", "esdb_gater", "eventsourcing_gater.py"} | links) - copied
+    assert not missing, f"Dockerfile does not COPY {sorted(missing)}"
