@@ -8,7 +8,7 @@ informational: the exit code is 0 whenever the run completes.
 
     gater bench [--quick] [--storage file|memory] [--replicas 1|3] [--sync default|always]
                 [--duration S] [--tail-events N]
-                [--only seq,conc,atomic,multi,forward,readall,tail,sub,upcast,link,cause,channel]
+                [--only seq,conc,conc2,atomic,multi,forward,readall,tail,readcost,sub,upcast,link,cause,channel]
                 [--loop uvloop|asyncio] [--instances N] [--wait-quiet S] [--json FILE]
                 [--profile-service FILE]
 
@@ -73,6 +73,7 @@ from esdb_gater.bench.ops import (
     event_json,
 )
 from esdb_gater.bench.procs import Child, rss_mb, service_child, zero_child
+from esdb_gater.bench.readcost import read_cost
 from esdb_gater.bench.report import Check, Report, Row
 from esdb_gater.bench.subscription import gateway_catch_up, raw_ordered_catch_up
 from esdb_gater.bench.upcast import measure_upcast_reads
@@ -465,6 +466,41 @@ async def scenario_conc(x: Ctx) -> None:
     ]
 
 
+async def scenario_conc2(x: Ctx) -> None:
+    """The conc row again with one more stream-service process in the queue group, as
+    ``gater serve stream --instances 2`` runs it (the default run: 1 vs 2 instances)."""
+    n = int(x.args.instances)
+    log(f"single-event append, {CONCURRENCY} concurrent streams, {n} vs {n + 1} stream-service instances")
+    nc, d, errs = x.nc, x.d, x.errs
+    gws = [GatewayAppend(nc, STORE, f"conc2-{i}", 1, errs) for i in range(CONCURRENCY)]
+    s_one = await concurrent(gws, d, warmup=5, errors=errs)
+    url = nc.connected_url.geturl() if nc.connected_url else ""
+    extra = service_child(url)
+    extra.start()
+    try:
+        await _wait_services(nc, [extra] * (n + 1))  # every instance answers $SRV.PING, the new one too
+        s_two = await concurrent(gws, d, warmup=5, errors=errs)
+    finally:
+        await asyncio.to_thread(extra.stop)
+        extra.cleanup()
+    raws = [RawAppend(nc, f"raw.e.conc2-{i}", errs) for i in range(CONCURRENCY)]
+    s_raw = await concurrent(raws, d, warmup=5, errors=errs)
+    c = x.check(
+        Check(f"single append, {CONCURRENCY} concurrent, {n + 1} instances", s_two.ops_s / s_raw.ops_s, ">=", 0.5)
+    )
+    sc = f"1-event append, {CONCURRENCY} streams, {n} vs {n + 1} service instances"
+    gain = (
+        f"{s_two.ops_s / s_one.ops_s:.2f}x {n} instance(s); the added instance's CPU is under other"
+        if s_one.ops_s
+        else ""
+    )
+    x.report.rows += [
+        Row(sc, f"gateway, {n} instance(s)", s_one, f"{s_one.ops_s / s_raw.ops_s:.2f}"),
+        Row(sc, f"gateway, {n + 1} instances", s_two, c.fmt(), c.target_cell(), gain),
+        Row(sc, "raw JetStream publish + expected seq", s_raw),
+    ]
+
+
 async def scenario_atomic(x: Ctx) -> None:
     log(f"{ATOMIC_EVENTS}-event atomic append, sequential")
     nc, d, errs = x.nc, x.d, x.errs
@@ -607,6 +643,19 @@ async def scenario_tail(x: Ctx) -> None:
     ]
 
 
+async def scenario_readcost(x: Ctx) -> None:
+    """Reads that ignore commit size (issue 11); see esdb_gater.bench.readcost."""
+    big = int(x.args.tail_events)
+    log(f"read cost: populating {big:,}-event and 1k-event streams in appends of 1, 50 and 500")
+    window = min(x.d, 1.0)  # 36 windows: keep the row under a minute
+    rows, checks, took = await read_cost(x.nc, STORE, big, window, x.errs)
+    log(f"read cost: done (the streams took {took:.1f} s to write)")
+    x.report.meta["readcost_populate_s"] = round(took, 2)
+    for c in checks:
+        x.check(c)
+    x.report.rows += rows
+
+
 async def scenario_sub(x: Ctx) -> None:
     """Subscription catch-up (issue 3): delivery of a stored stream to an acking subscriber."""
     n = 5_000 if x.args.quick else 20_000
@@ -708,11 +757,13 @@ async def scenario_channel(x: Ctx) -> None:
 SCENARIOS = {
     "seq": scenario_seq,
     "conc": scenario_conc,
+    "conc2": scenario_conc2,
     "atomic": scenario_atomic,
     "multi": scenario_multi,
     "forward": scenario_forward,
     "readall": scenario_readall,
     "tail": scenario_tail,
+    "readcost": scenario_readcost,
     "sub": scenario_sub,
     "upcast": scenario_upcast,
     "link": scenario_link,

@@ -1,9 +1,11 @@
 """The ``gater`` command (typer; ADR 0018).
 
     gater up [--port N] [--data-dir DIR] [--nats URL | --embedded] [--sync always] [--secure]
-             [--connect-timeout S]               everything on an embedded nats-server (or a given NATS)
-    gater serve SERVICE... [--nats URL] [--ready-file F] [--connect-timeout S]
-                                                 chosen services against a given NATS
+             [--processes N] [--connect-timeout S]
+                                                 everything on an embedded nats-server (or a given NATS),
+                                                 one child process per service (supervise.py)
+    gater serve SERVICE... [--nats URL] [--ready-file F] [--instances N] [--connect-timeout S]
+                                                 chosen services against a given NATS (N processes)
     gater bench ARGS...                          the benchmark (bench/__main__.py; also ``gater-bench``)
     gater req|sub|streams|read|subscriptions|links|scavenge|health ...
                                                  operator commands on the public API (ops.py)
@@ -39,6 +41,7 @@ from pydantic import SecretStr
 from rich.console import Console
 
 from esdb_gater.cli import ops
+from esdb_gater.cli.supervise import ChildSpec, settings_env, supervise
 from esdb_gater.services import SERVICES, run_services, start_services
 from esdb_gater.shared.core.settings import Settings
 from esdb_gater.shared.runtime.runner import (
@@ -47,6 +50,7 @@ from esdb_gater.shared.runtime.runner import (
     EXIT_UNREACHABLE,
     ConnectError,
     Running,
+    connect,
     force_exit,
     run,
     run_until_signal,
@@ -125,13 +129,14 @@ def _root(
     ctx.obj = verbose
 
 
-def _logging(ctx: typer.Context, base: int, more: int) -> None:
+def _logging(ctx: typer.Context, base: int, more: int, exact: str | None = None) -> str:
     """``base`` is the level without -v; each -v (``gater -v up`` or ``gater up -v``) is one step
     (WARNING → INFO → DEBUG)."""
     verbose = (ctx.obj if isinstance(ctx.obj, int) else 0) + more
-    level = max(logging.DEBUG, base - 10 * verbose)
+    level = logging.getLevelNamesMapping()[exact] if exact else max(logging.DEBUG, base - 10 * verbose)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("nats").setLevel(logging.WARNING if level > logging.DEBUG else logging.DEBUG)
+    return logging.getLevelName(level)
 
 
 def _fail(command: str, message: str, code: int) -> typer.Exit:
@@ -212,11 +217,26 @@ def up(
             "user, tenants demo/orders/billing reach only their store; prints the demo tenant's credentials",
         ),
     ] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="run the services in N processes (1: all in this process, for tiny machines; "
+            "default: one process per service, as a deployment runs them)",
+            show_default=False,
+        ),
+    ] = None,
     connect_timeout: ConnectTimeout = DEFAULT_CONNECT_TIMEOUT_S,
     verbose: Verbose = 0,
 ) -> None:
     """Run every service, on an embedded nats-server with JetStream (or on --nats / NATS_URL)."""
-    _logging(ctx, logging.WARNING, verbose)
+    level = _logging(ctx, logging.WARNING, verbose)
+    groups = _groups(processes)
+    if secure and len(groups) > 1 and any(len(g) > 1 for g in groups):
+        raise _fail(
+            "up", f"--secure runs each service as its own user: use --processes 1 or {len(SERVICES)}", EXIT_USAGE
+        )
     if nats and embedded:
         raise _fail("up", "--nats and --embedded exclude each other", EXIT_USAGE)
     url, source = None, ""
@@ -243,6 +263,17 @@ def up(
         why = "NATS_URL is set; --embedded starts gater's own server instead" if source == "NATS_URL" else "--nats"
         _say(f"NATS {url} (not started here: {why})")
         settings = _settings(url, auto_create_stores=True)
+        if len(groups) > 1:
+            _run("up", _reachable(url, connect_timeout))
+            _run_children(
+                "up",
+                _specs(groups, {"auto_create_stores": True}),
+                url,
+                connect_timeout,
+                level,
+                _ready_banner(url, settings),
+            )
+            return
         _run(
             "up",
             run_services(
@@ -256,7 +287,7 @@ def up(
         else "no --nats, no NATS_URL"
     )
     try:
-        _up_embedded(data_dir.resolve(), port, sync is Sync.always, secure, connect_timeout, why)
+        _up_embedded(data_dir.resolve(), port, sync is Sync.always, secure, connect_timeout, why, groups, level)
     except KeyboardInterrupt:
         # Ctrl-C before the services' signal handlers were in place (the server was starting);
         # the finally blocks of _up_embedded have stopped what had started
@@ -314,7 +345,16 @@ def _local_hmac_secret(data_dir: Path) -> None:
     _say(f"HMAC secret for signed channel messages: {path} (set ESDB_GATER_CHANNELS__HMAC_SECRET to choose one)")
 
 
-def _up_embedded(data_dir: Path, port: int, sync_always: bool, secure: bool, connect_timeout: float, why: str) -> None:
+def _up_embedded(
+    data_dir: Path,
+    port: int,
+    sync_always: bool,
+    secure: bool,
+    connect_timeout: float,
+    why: str,
+    groups: list[list[str]],
+    level: str,
+) -> None:
     """Lock the data folder, check the port, start nats-server, run the services, stop it all."""
     try:
         lock = lock_data_dir(data_dir)
@@ -345,7 +385,18 @@ def _up_embedded(data_dir: Path, port: int, sync_always: bool, secure: bool, con
         _say(f"nats-server {url} (embedded: {why}; {what}JetStream data in {data_dir / 'jetstream'}{durability})")
         _local_hmac_secret(data_dir)
         stop_now = server.terminate
-        if secure:
+        if len(groups) > 1:
+            overrides: dict[str, object] = {"auto_create_stores": True}
+            if secure:
+                overrides |= accounts.secure_settings()
+                settings = _settings(url, **overrides)
+                ready = _secure_banner(url, settings, data_dir, passwords["demo"])
+            else:
+                settings = _settings(url, **overrides)
+                ready = _ready_banner(url, settings)
+            specs = _specs(groups, overrides, passwords if secure else None)
+            _run_children("up", specs, url, connect_timeout, level, ready, on_force_exit=stop_now)
+        elif secure:
             settings = _settings(url, auto_create_stores=True, **accounts.secure_settings())
             ready = _secure_banner(url, settings, data_dir, passwords["demo"])
             _run("up", _run_secure(settings, passwords, ready, connect_timeout, stop_now))
@@ -420,6 +471,66 @@ def _run(command: str, coro: Coroutine[Any, Any, None]) -> None:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+# --- child processes (gater up, gater serve --instances N) ---------------------------------------
+
+
+def _groups(processes: int | None) -> list[list[str]]:
+    """The services split over ``processes`` processes (None: one each), the stream service first."""
+    names = list(SERVICES)
+    n = len(names) if processes is None else min(processes, len(names))
+    return [names[i::n] for i in range(n)]
+
+
+def _specs(
+    groups: list[list[str]], overrides: dict[str, object], passwords: dict[str, str] | None = None
+) -> list[ChildSpec]:
+    env = settings_env(overrides)
+    specs = []
+    for group in groups:
+        own = dict(env)
+        if passwords is not None:  # --secure: one service per process, as its own NATS user
+            (name,) = group
+            own |= {"ESDB_GATER_NATS_USER": name, "ESDB_GATER_NATS_PASSWORD": passwords[name]}
+        specs.append(ChildSpec("+".join(group), group, own))
+    return specs
+
+
+async def _reachable(url: str, connect_timeout: float, settings: Settings | None = None) -> None:
+    """Fail in one line (exit 3) before starting children when NATS does not answer."""
+    user = settings.nats_user if settings else None
+    password = settings.nats_password.get_secret_value() if settings and settings.nats_password else None
+    nc = await connect(url, "esdb-gater-supervisor", user, password, connect_timeout=connect_timeout)
+    await nc.close()
+
+
+def _run_children(
+    command: str,
+    specs: list[ChildSpec],
+    url: str,
+    connect_timeout: float,
+    level: str,
+    on_ready: Callable[[], None] | None,
+    ready_file: Path | None = None,
+    on_force_exit: Callable[[], None] | None = None,
+) -> None:
+    """``specs`` as child processes until Ctrl-C (supervise.py); a non-zero result is the exit code."""
+
+    def say(line: str) -> None:
+        _err.print(line, markup=False)
+
+    code = 0
+
+    async def go() -> None:
+        nonlocal code
+        code = await supervise(
+            command, specs, url, connect_timeout, level, say, on_ready, ready_file, on_force_exit=on_force_exit
+        )
+
+    _run(command, go())
+    if code:
+        raise typer.Exit(code)
+
+
 # --- gater serve -------------------------------------------------------------------------------
 
 
@@ -449,11 +560,22 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    instances: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=256,
+            metavar="N",
+            help="run N processes of these services, each its own connection in the services' queue "
+            "groups, so that the requests spread over N cores (1: this process only)",
+        ),
+    ] = 1,
     connect_timeout: ConnectTimeout = DEFAULT_CONNECT_TIMEOUT_S,
     verbose: Verbose = 0,
+    log_level: Annotated[str | None, typer.Option(hidden=True)] = None,  # set by a parent gater up/serve
 ) -> None:
     """Run chosen services against an existing NATS (the settings come from ESDB_GATER_* variables)."""
-    _logging(ctx, logging.INFO, verbose)
+    level = _logging(ctx, logging.INFO, verbose, log_level)
     names = list(SERVICES) if services == ["all"] else services
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
@@ -462,7 +584,14 @@ def serve(
         )
     settings = _settings(nats) if nats else Settings()
     source = "--nats" if nats else ("ESDB_GATER_NATS_URL" if os.environ.get("ESDB_GATER_NATS_URL") else "the default")
-    _err.print(f"gater serve: {', '.join(names)} on NATS {settings.nats_url} (from {source})", markup=False)
+    if log_level is None:
+        many = f" ({instances} processes)" if instances > 1 else ""
+        _err.print(f"gater serve: {', '.join(names)} on NATS {settings.nats_url} (from {source}){many}", markup=False)
+    if instances > 1:
+        _run("serve", _reachable(settings.nats_url, connect_timeout, settings))
+        specs = [ChildSpec(f"{'+'.join(names)}#{i + 1}", names) for i in range(instances)]
+        _run_children("serve", specs, settings.nats_url, connect_timeout, level, None, ready_file=ready_file)
+        return
     _run("serve", run_services(names, settings, ready_file=ready_file, connect_timeout=connect_timeout))
 
 

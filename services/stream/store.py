@@ -79,6 +79,8 @@ __all__ = ["AppendResult", "Commit", "EventStore", "PreparedCommit", "StoreInfo"
 log = logging.getLogger(__name__)
 
 HEAD_CACHE_SIZE: Final = 100_000
+# bytes per wanted event for a read's first page, before any commit size is known (events of ~150 bytes)
+FIRST_PAGE_BYTES_PER_EVENT: Final = 256
 # read page (commits, bytes) per memory level
 READ_PAGES: Final = {
     "normal": (JS_BATCH_LIMIT, 8 * 1024 * 1024),
@@ -541,18 +543,21 @@ class EventStore:
                 hi, hi_lim = c, guess
         return hi
 
-    async def _batch(self, store: str, stream_id: str, from_seq: int, n: int) -> tuple[list[StoredMsg], int]:
-        """Up to ``n`` commits of the stream from ``from_seq`` on, and how many more there are.
-        Under memory pressure the pages get smaller (the read still completes, in more round
-        trips), so one large read cannot push an elevated process over the edge (SPEC.md §10)."""
-        limit, max_bytes = READ_PAGES[self.memory.level() if self.memory is not None else "normal"]
+    async def _batch(
+        self, store: str, stream_id: str, from_seq: int, n: int, max_bytes: int | None = None
+    ) -> tuple[list[StoredMsg], int]:
+        """Up to ``n`` commits of the stream from ``from_seq`` on (stopping after ``max_bytes``,
+        when given), and how many more there are. Under memory pressure the pages get smaller (the
+        read still completes, in more round trips), so one large read cannot push an elevated
+        process over the edge (SPEC.md §10)."""
+        limit, page_bytes = READ_PAGES[self.memory.level() if self.memory is not None else "normal"]
         return await self.log.direct_batch(
             self.subjects.log_stream(store),
             {
                 "seq": from_seq,
-                "batch": min(n, limit),
+                "batch": max(1, min(n, limit)),
                 "next_by_subj": self.subjects.log_subject(store, stream_id),
-                "max_bytes": max_bytes,
+                "max_bytes": page_bytes if max_bytes is None else max(1, min(max_bytes, page_bytes)),
             },
         )
 
@@ -573,7 +578,9 @@ class EventStore:
             if wanted <= 0:
                 await self._require(store, stream_id)
                 return []
-            batch, pending = await self._batch(store, stream_id, 1, wanted)
+            # The commit sizes are not known yet: bound the first page by bytes too, so a stream
+            # written in large appends answers a commit or two, not ``wanted`` commits.
+            batch, pending = await self._batch(store, stream_id, 1, wanted, wanted * FIRST_PAGE_BYTES_PER_EVENT)
             if not batch:
                 await self._require(store, stream_id)
                 return []
@@ -611,12 +618,22 @@ class EventStore:
         head_seq: int | None,
     ) -> list[dict[str, Any]]:
         """Decode commits from ``batch`` on, fetching more until ``wanted`` events in [lo, top]
-        are collected or the stream ends (at ``head_seq`` when known, else when none are pending)."""
+        are collected or the stream ends (at ``head_seq`` when known, else when none are pending).
+
+        Each further page asks for as many commits as the events still wanted need at the commit
+        sizes seen so far, so a read costs what it returns whatever the append sizes; a page that
+        falls short makes the next one at least twice as large (few round trips when sizes vary)."""
         out: list[dict[str, Any]] = []
         empty_rounds = 0
+        seen_commits = seen_events = 0
+        asked = 0
         while True:
             for sm in batch:
-                for ev in decode_commit(sm, stream_id, "stream"):
+                events = decode_commit(sm, stream_id, "stream")
+                if events:
+                    seen_commits += 1
+                    seen_events += len(events)
+                for ev in events:
                     if lo <= ev["version"] <= top:
                         out.append(ev)
             last_seq = batch[-1].seq
@@ -624,8 +641,12 @@ class EventStore:
                 break
             if head_seq is None and pending <= 0:
                 break
+            missing = wanted - len(out)
+            n = missing if seen_events <= 0 else -(-missing * seen_commits // seen_events)
+            n = min(missing, max(n, 2 * asked if asked else 1))
+            asked = n
             while True:
-                batch, pending = await self._batch(store, stream_id, last_seq + 1, wanted - len(out))
+                batch, pending = await self._batch(store, stream_id, last_seq + 1, n)
                 if batch or head_seq is None:
                     break
                 # A follower answered before it caught up with the leader: wait for it.

@@ -256,3 +256,131 @@ def test_up_locks_its_data_dir_answers_and_stops_on_sigint(tmp_path: Path) -> No
     # the lock went with the process: the folder can be taken again
     with lock_data_dir(data):
         pass
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live child processes of ``pid``: pid → command line (from /proc)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+async def _ping(url: str, subject: str, window: float = 0.5) -> list[dict[str, Any]]:
+    """Every answer to ``subject`` within ``window`` seconds."""
+    nc = await nats.connect(url)
+    try:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish(subject, b"", reply=inbox)
+        answers: list[dict[str, Any]] = []
+        deadline = time.monotonic() + window
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=left)
+            except nats.errors.TimeoutError:
+                break
+            answers.append(json.loads(msg.data))
+        return answers
+    finally:
+        await nc.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.timeout(150)
+def test_up_runs_each_service_in_its_own_process_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
+    from esdb_gater.services import SERVICES
+
+    with _running("up", "--port", "0", "--data-dir", str(tmp_path / "data")) as (proc, out, err):
+        url = out.wait_for("nats-server nats://", within=60).split()[1]
+        out.wait_for("Ctrl-C stops everything", within=60)
+        children = _children(proc.pid)
+        served = {pid: cmd.split(" serve ", 1)[1].split()[0] for pid, cmd in children.items() if " serve " in cmd}
+        assert sorted(served.values()) == sorted(SERVICES), children
+        assert all("password" not in cmd.lower() for cmd in children.values())
+        # one instance of each service answers $SRV.PING, each from its own process
+        pings = asyncio.run(_ping(url, "$SRV.PING"))
+        assert sorted(p["name"] for p in pings) == sorted(f"esdb-{name}" for name in SERVICES), pings
+        # a store is made on first use, as in one process
+        reply = asyncio.run(_request(url, "esdb.api.demo.stream.append", b'{"stream_id":"x","events":[{"type":"T"}]}'))
+        assert reply["version"] == 0, reply
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, out.rest(5) + err.rest(5)
+        assert "nats-server stopped" in out.rest(5)
+        assert "Traceback" not in err.rest(5)
+        left = [pid for pid in children if not _gone(pid)]
+        assert left == [], {pid: children[pid] for pid in left}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.timeout(150)
+def test_up_processes_1_keeps_every_service_in_one_process(tmp_path: Path) -> None:
+    with _running("up", "--port", "0", "--processes", "1", "--data-dir", str(tmp_path / "data")) as (proc, out, err):
+        url = out.wait_for("nats-server nats://", within=60).split()[1]
+        out.wait_for("Ctrl-C stops everything", within=60)
+        children = _children(proc.pid)
+        assert [cmd for cmd in children.values() if "nats-server" not in cmd] == [], children
+        reply = asyncio.run(_request(url, "esdb.api.demo.stream.version", b'{"stream_id":"x"}'))
+        assert reply == {"version": -1}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, out.rest(5) + err.rest(5)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.timeout(120)
+def test_serve_instances_2_puts_two_processes_in_the_queue_group(nats_url: str, tmp_path: Path) -> None:
+    ready = tmp_path / "ready.json"
+    args = ("serve", "stream", "--nats", nats_url, "--instances", "2", "--ready-file", str(ready))
+    with _running(*args, ESDB_GATER_AUTO_CREATE_STORES="true") as (proc, _out, err):
+        err.wait_for("gater serve: stream on NATS", within=30)
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None, err.rest(5)
+            assert time.monotonic() < deadline, "no ready file"
+            time.sleep(0.05)
+        body = json.loads(ready.read_text())
+        assert body["pid"] == proc.pid
+        ids = [i["services"]["esdb-stream"] for i in body["instances"]]
+        pids = {i["pid"] for i in body["instances"]}
+        assert len(set(ids)) == 2 and len(pids) == 2 and proc.pid not in pids, body
+        assert pids == set(_children(proc.pid)), _children(proc.pid)
+        for sid in ids:
+            answers = asyncio.run(_ping(nats_url, f"$SRV.PING.esdb-stream.{sid}"))
+            assert [a["id"] for a in answers] == [sid]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, err.rest(5)
+        assert not ready.exists()
+        assert all(_gone(pid) for pid in pids)
+
+
+async def _request(url: str, subject: str, body: bytes) -> dict[str, Any]:
+    nc = await nats.connect(url)
+    try:
+        msg = await nc.request(subject, body, timeout=10)
+        reply: dict[str, Any] = json.loads(msg.data)
+        return reply
+    finally:
+        await nc.close()
