@@ -754,6 +754,58 @@ async def scenario_channel(x: Ctx) -> None:
     ]
 
 
+async def scenario_peer(x: Ctx) -> None:
+    """The optional peer row (issue 11): the ``eventsourcing`` library's PostgreSQL recorder against
+    ``eventsourcing_gater`` in the same run, when ``ESDB_BENCH_PG_DSN`` names a PostgreSQL (see
+    esdb_gater.bench.eventsourcing, which runs the same rows on its own)."""
+    dsn = os.environ.get("ESDB_BENCH_PG_DSN")
+    if not dsn:
+        x.report.notes.append("peer rows skipped: set ESDB_BENCH_PG_DSN=postgresql://user:password@host:port/db")
+        return
+    try:  # imported here: the eventsourcing extra and psycopg are optional
+        import psycopg  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+
+        from esdb_gater.bench import eventsourcing as es
+    except ImportError as exc:
+        x.report.notes.append(f"peer rows skipped: {exc} (pip install -e '.[eventsourcing]' 'eventsourcing[postgres]')")
+        return
+    saves = 200 if x.args.quick else 500
+    u = x.nc.connected_url
+    url = f"nats://{u.hostname}:{u.port}" if u is not None else "nats://127.0.0.1:4222"
+    gater_env = {
+        "PERSISTENCE_MODULE": "eventsourcing_gater",
+        "ESDB_GATER_NATS_URL": url,
+        "ESDB_GATER_STORE": f"peer-{os.getpid()}",
+    }
+    pg = es.pg_env(dsn, 32)
+    assert pg is not None
+    log(f"peer: eventsourcing saves through the gateway and through PostgreSQL ({saves} per row)")
+    ours = await asyncio.to_thread(es.run_module, "eventsourcing_gater", gater_env, saves, 32, log)
+    theirs = await asyncio.to_thread(es.run_module, "eventsourcing.postgres", pg, saves, 32, log)
+    for a, b in zip(ours, theirs, strict=True):
+        scenario = f"eventsourcing save, {a.what} event(s), {a.threads} thread(s)"
+        ratio = a.per_s / b.per_s if b.per_s else float("nan")
+        target = {("1", 1): 5.0, ("10", 1): 2.0}.get((a.what, a.threads))
+        cell = ""
+        if target is not None:
+            c = x.check(Check(f"{scenario}: gateway ÷ PostgreSQL", ratio, ">=", target))
+            cell = c.target_cell()
+        x.report.rows += [
+            Row(
+                scenario,
+                "eventsourcing_gater",
+                None,
+                f"{ratio:.2f}",
+                cell,
+                "ratio: saves/s ÷ PostgreSQL's",
+                value=f"{a.per_s:,.0f} saves/s, p50 {a.p50_ms:.2f} ms",
+            ),
+            Row(
+                scenario, "eventsourcing.postgres (peer)", None, value=f"{b.per_s:,.0f} saves/s, p50 {b.p50_ms:.2f} ms"
+            ),
+        ]
+
+
 SCENARIOS = {
     "seq": scenario_seq,
     "conc": scenario_conc,
@@ -769,6 +821,7 @@ SCENARIOS = {
     "link": scenario_link,
     "cause": scenario_cause,
     "channel": scenario_channel,
+    "peer": scenario_peer,
 }
 
 
