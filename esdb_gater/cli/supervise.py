@@ -1,6 +1,7 @@
 """Service processes for ``gater up`` (one per service) and ``gater serve --instances N``.
 
-Each child is ``python -m esdb_gater.cli serve NAME... --nats URL --ready-file F`` in a session of
+Each child is ``python -m esdb_gater.cli serve NAME... --ready-file F`` (the NATS URL in
+``ESDB_GATER_NATS_URL``, never on argv: it may carry a password) in a session of
 its own (the terminal's Ctrl-C reaches only the parent), with the parent's environment plus the
 settings it is given (passwords go by environment, never argv). On Linux a child also gets SIGTERM
 when the parent dies, so none is left behind.
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +46,15 @@ class ChildSpec:
     env: dict[str, str] = field(default_factory=dict)  # added to the parent's environment
 
 
-def child_argv(names: Sequence[str], url: str, ready_file: Path, connect_timeout: float, log_level: str) -> list[str]:
+def child_argv(names: Sequence[str], ready_file: Path, connect_timeout: float, log_level: str) -> list[str]:
+    """The child's command line. The NATS URL is not on it (it may carry a user and password,
+    which ``ps`` would show): the child reads it from ``ESDB_GATER_NATS_URL`` (``child_env``)."""
     return [
         sys.executable,
         "-m",
         "esdb_gater.cli",
         "serve",
         *names,
-        "--nats",
-        url,
         "--ready-file",
         str(ready_file),
         "--connect-timeout",
@@ -143,7 +144,11 @@ async def supervise(
     services, every instance) once all are ready."""
     folder = Path(tempfile.mkdtemp(prefix="gater-children-"))
     children = [
-        _Child(s, folder / f"{i}.json", child_argv(s.names, url, folder / f"{i}.json", connect_timeout, log_level))
+        _Child(
+            replace(s, env={**s.env, "ESDB_GATER_NATS_URL": url}),
+            folder / f"{i}.json",
+            child_argv(s.names, folder / f"{i}.json", connect_timeout, log_level),
+        )
         for i, s in enumerate(specs)
     ]
 

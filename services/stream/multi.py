@@ -215,7 +215,8 @@ class MultiAppender:
                 subject = ev.subjects.log_checkpoint(store, checkpoint.name)
                 msgs.append((subject, body, {H_EXPECTED_LAST_SUBJECT_SEQ: str(ck_seq)}))
             try:
-                last_seq, duplicate = await self._publish(store, msgs, plain=len(msgs) == 1 and checkpoint is None)
+                # one message (one commit, or a checkpoint alone) is atomic by itself: no batch needed
+                last_seq, duplicate = await self._publish(store, msgs, plain=len(msgs) == 1)
             except JetStreamApiError as exc:
                 if exc.err_code in (ERR_WRONG_LAST_SEQUENCE, ERR_INFLIGHT_SAME_SUBJECT):
                     # lost a race (another instance, or a stale cached head): read the heads again
@@ -300,8 +301,8 @@ class MultiAppender:
         self, store: str, msgs: list[tuple[str, bytes, dict[str, str]]], *, plain: bool
     ) -> tuple[int, bool]:
         """(sequence of the last message, whether JetStream de-duplicated it). ``plain``: one
-        commit, published as ``stream.append`` does (an atomic batch costs more, and one message
-        is atomic anyway)."""
+        message (a commit, published as ``stream.append`` does, or a checkpoint alone): an atomic
+        batch costs more, and one message is atomic anyway."""
         log_ = self.events.log
         if plain:
             subject, payload, headers = msgs[0]

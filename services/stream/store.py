@@ -56,7 +56,7 @@ from esdb_gater.shared.log.index import IndexEntry, create_index_stream
 from esdb_gater.shared.log.jetstream import (
     ERR_INFLIGHT_SAME_SUBJECT,
     ERR_INSUFFICIENT_RESOURCES,
-    ERR_STREAM_LIMITS_EXCEEDED,
+    ERR_REPLICAS_NOT_SUPPORTED,
     ERR_STREAM_NAME_IN_USE,
     ERR_STREAM_NOT_FOUND,
     ERR_WRONG_LAST_SEQUENCE,
@@ -89,7 +89,7 @@ READ_PAGES: Final = {
 }
 # JetStream refusals of a store's config that the caller can fix: insufficient resources
 # (e.g. replicas > cluster size) and replicas > 1 on a single server
-ERR_STORE_REFUSED: Final = (ERR_INSUFFICIENT_RESOURCES, ERR_STREAM_LIMITS_EXCEEDED)
+ERR_STORE_REFUSED: Final = (ERR_INSUFFICIENT_RESOURCES, ERR_REPLICAS_NOT_SUPPORTED)
 AUTO_CREATE_FULL_TTL_S: Final = 2.0  # how long a used-up auto-create quota is believed without listing again
 
 

@@ -19,8 +19,14 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from esdb_gater.shared.client.retry import RetryConfig, default_config, with_retry
 from esdb_gater.shared.core import connection
 from esdb_gater.shared.core.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
-from esdb_gater.shared.core.errors import ERROR_CODE_HEADER, GatewayTimeoutError, UnavailableError, error_from_envelope
-from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.core.errors import (
+    ERROR_CODE_HEADER,
+    GatewayTimeoutError,
+    InvalidRequestError,
+    UnavailableError,
+    error_from_envelope,
+)
+from esdb_gater.shared.core.subjects import STORE_RE, Subjects
 from esdb_gater.shared.core.telemetry import client_span, inject_context, watch_connection
 from esdb_gater.shared.models.stream import RecordedEvent, is_json_content_type
 from esdb_gater.shared.security.authz import bearer_headers
@@ -94,6 +100,12 @@ class Transport:
         return await with_retry(fn, config or self.retry or RetryConfig(), store=store, op="execute")
 
     async def _request_once(self, store: str, service: str, op: str, body: dict[str, Any]) -> Any:
+        if store != "_" and not STORE_RE.match(store):
+            # checked before it reaches the bus: "a.b" or ">" would be another subject (or a
+            # wildcard), answered by nobody and retried as `unavailable`
+            raise InvalidRequestError(
+                "store must be 1-64 of [A-Za-z0-9_-]", details={"field": "store", "reason": "invalid"}
+            )
         subject = self.subjects.api(store, service, op)
         with client_span(f"{service}.{op}", {"messaging.system": "nats", "esdb.store": store}):
             return await self._send(subject, body)

@@ -27,8 +27,8 @@ from typing import Any, Final
 from esdb_gater.shared.core.errors import PayloadTooLargeError, UnavailableError
 from esdb_gater.shared.log.jetstream import (
     ERR_BAD_REQUEST,
+    ERR_REPLICAS_NOT_SUPPORTED,
     ERR_STREAM_INVALID_CONFIG,
-    ERR_STREAM_LIMITS_EXCEEDED,
     ERR_STREAM_NAME_IN_USE,
     ERR_STREAM_NOT_FOUND,
     ERR_SUBJECTS_OVERLAP,
@@ -563,7 +563,7 @@ def _normalise(config: Mapping[str, Any]) -> dict[str, Any]:
     if unmodelled:
         raise NotImplementedError(f"the fake log does not model stream options {sorted(unmodelled)}")
     if int(cfg["num_replicas"]) > 1:
-        raise _api_error(ERR_STREAM_LIMITS_EXCEEDED, "replicas > 1 not supported in non-clustered mode", 500)
+        raise _api_error(ERR_REPLICAS_NOT_SUPPORTED, "replicas > 1 not supported in non-clustered mode", 500)
     max_age = int(cfg["max_age"])
     if max_age < 0:
         raise _api_error(ERR_STREAM_INVALID_CONFIG, "max age can not be negative", 500)

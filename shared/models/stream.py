@@ -311,7 +311,7 @@ class CheckpointIn(Request):
     stored one."""
 
     name: CheckpointName
-    position: int = Field(ge=0)
+    position: int = Field(ge=0, le=2**63 - 1)
 
 
 class AppendMultiRequest(Request):

@@ -179,7 +179,9 @@ TABLE: Final[dict[str, Rule]] = {
         each="appends",
         also=(Rule("esdb://{realm}/checkpoint/{store}/{name}", "stream/append", each="checkpoint"),),
     ),
-    "stream.read_all": _s("store/read"),
+    # every stream's events: stream/read on all of the store's streams (a grant ending in `*`),
+    # not store/read, which is the metadata grant (stream.list, store.info)
+    "stream.read_all": Rule("esdb://{realm}/stream/{store}/*", "stream/read"),
     "stream.checkpoint": _r("checkpoint", "name", "stream/read"),
     "stream.list": _s("store/read"),
     "store.create": _s("store/admin"),

@@ -13,8 +13,8 @@ import pytest
 from esdb_gater.shared.core.errors import PayloadTooLargeError, UnavailableError
 from esdb_gater.shared.log.jetstream import (
     ERR_BAD_REQUEST,
+    ERR_REPLICAS_NOT_SUPPORTED,
     ERR_STREAM_INVALID_CONFIG,
-    ERR_STREAM_LIMITS_EXCEEDED,
     ERR_STREAM_NAME_IN_USE,
     ERR_STREAM_NOT_FOUND,
     ERR_SUBJECTS_OVERLAP,
@@ -107,7 +107,7 @@ async def test_add_stream_refuses_overlapping_subjects(backend: Backend) -> None
 @pytest.mark.parametrize(
     ("config", "code", "description"),
     [
-        ({"num_replicas": 3}, ERR_STREAM_LIMITS_EXCEEDED, "replicas > 1 not supported in non-clustered mode"),
+        ({"num_replicas": 3}, ERR_REPLICAS_NOT_SUPPORTED, "replicas > 1 not supported in non-clustered mode"),
         ({"max_age": 50_000_000}, ERR_STREAM_INVALID_CONFIG, "max age needs to be >= 100ms"),
         (
             {"max_age": 1_000_000_000, "duplicate_window": 2_000_000_000},

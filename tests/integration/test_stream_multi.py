@@ -452,6 +452,8 @@ async def test_a_long_log_pages_without_rescanning(wire: Wire, store: str) -> No
         {"appends": [app("a", -1, ev())], "checkpoint": {"name": "", "position": 1}},
         {"appends": [app("a", -1, ev())], "checkpoint": {"name": "x" * 257, "position": 1}},
         {"appends": [app("a", -1, ev())], "checkpoint": {"name": "p", "position": -1}},
+        {"appends": [app("a", -1, ev())], "checkpoint": {"name": "p", "position": 2**63}},  # msgpack overflow
+        {"checkpoint": {"name": "p", "position": 2**70}},
         {"appends": [app("a", -1, ev())], "checkpoint": {"name": "p", "position": "1"}},
         {"appends": [app("a", -1, ev())], "checkpoint": {"name": "p"}},
         {"appends": {"stream_id": "a"}},
@@ -482,6 +484,14 @@ async def test_append_multi_refuses_hostile_input(wire: Wire, store: str, body: 
 )
 async def test_read_all_refuses_hostile_input(wire: Wire, store: str, body: dict[str, Any]) -> None:
     (await wire.call(store, "read_all", body)).error("invalid_request")
+
+
+async def test_the_client_refuses_a_store_name_that_is_not_one_subject_token(client: GaterClient) -> None:
+    from esdb_gater.shared.core.errors import InvalidRequestError
+
+    for bad in ("a.b", ">", "*", "", "x" * 65):
+        with pytest.raises(InvalidRequestError):
+            await client.get_version(bad, "s")
 
 
 async def test_checkpoint_refuses_hostile_input(wire: Wire, store: str) -> None:

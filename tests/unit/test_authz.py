@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from esdb_gater.services import SERVICES
 from esdb_gater.shared.core.settings import SecuritySettings
 from esdb_gater.shared.models.channel import UnsubscribeRequest
-from esdb_gater.shared.models.stream import AppendMultiRequest, AppendRequest, ListRequest
+from esdb_gater.shared.models.stream import AppendMultiRequest, AppendRequest, ListRequest, ReadAllRequest
 from esdb_gater.shared.security import authz
 from esdb_gater.shared.security import capability as cap
 from esdb_gater.shared.security.authz import TABLE, Authz, ServiceCredential, Verifier
@@ -99,11 +99,26 @@ def test_append_multi_needs_every_stream_and_the_checkpoint() -> None:
     assert exc.value.reason == "capability_required"
 
 
+def test_read_all_needs_read_on_every_stream_not_the_metadata_grant() -> None:
+    """read_all returns every stream's events: store/read (stream.list, store.info) or a grant on
+    some streams must not be enough."""
+    a = _authz("required")
+    req = ReadAllRequest.model_validate({})
+    for grants in (
+        [("esdb://default/store/s", "store/read")],
+        [("esdb://default/stream/s/orders-*", "stream/read")],
+        [("esdb://default/stream/s/orders-1", "stream/read")],
+    ):
+        with pytest.raises(CapabilityError):
+            a.enforce("stream.read_all", "s", req, _bearer(_token(grants)))
+    a.enforce("stream.read_all", "s", req, _bearer(_token([("esdb://default/stream/s/*", "stream/read")])))
+
+
 def test_docs_security_md_shows_the_table() -> None:
     text = (ROOT / "docs" / "security.md").read_text()
     m = re.search(r"<!-- authz-table:start -->\n(.*?)\n<!-- authz-table:end -->", text, re.S)
     assert m is not None, "docs/security.md lacks the authz-table markers"
-    regenerate = "python -c 'from shared import authz; print(authz.markdown_table())'"
+    regenerate = "python -c 'from esdb_gater.shared.security import authz; print(authz.markdown_table())'"
     assert m.group(1).strip() == authz.markdown_table(), regenerate
 
 
