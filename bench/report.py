@@ -22,6 +22,14 @@ class Row:
     value: str = ""  # for rows without a sample (RSS)
 
 
+def _cpu_per_op(sample: Sample) -> str:
+    """CPU time per operation of whichever answered it (the service, else the zero-work responder)."""
+    busy = sample.cpu.get("service") or sample.cpu.get("zero-work") or 0.0
+    if busy <= 0 or sample.ops_s <= 0:
+        return "-"
+    return f"{busy / 100 * 1e6 / sample.ops_s:.0f} µs"
+
+
 @dataclass
 class Check:
     name: str
@@ -105,15 +113,15 @@ class Report:
         """CPU per timed window, % of one core (200 % = both cores of a 2-core machine)."""
         names = ["client", "service", "nats-server", "zero-work", "other"]
         out = [
-            "| scenario | path | " + " | ".join(names) + " |",
-            "|---|---|" + "---:|" * len(names),
+            "| scenario | path | " + " | ".join(names) + " | responder CPU per op |",
+            "|---|---|" + "---:|" * (len(names) + 1),
         ]
         for r in self.rows:
             if r.sample is None or not r.sample.cpu:
                 continue
             cpu = r.sample.cpu
             cells = [f"{cpu[n]:.0f} %" if n in cpu else "-" for n in names]
-            out.append("| " + " | ".join([r.scenario, r.path, *cells]) + " |")
+            out.append("| " + " | ".join([r.scenario, r.path, *cells, _cpu_per_op(r.sample)]) + " |")
         return "\n".join(out)
 
     def header(self) -> str:

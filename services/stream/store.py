@@ -25,8 +25,6 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -139,6 +137,39 @@ def _matches(expected: int, current: int) -> bool:
     return expected == current
 
 
+class _StreamLock:
+    """The per-stream append lock of ``EventStore._stream_lock``: an ``asyncio.Lock`` per stream
+    with a user count, dropped by its last user (a plain class: ``asynccontextmanager`` costs a
+    generator and two frames per append)."""
+
+    __slots__ = ("key", "lock", "locks")
+
+    def __init__(self, locks: dict[tuple[str, str], tuple[asyncio.Lock, int]], key: tuple[str, str]) -> None:
+        self.locks = locks
+        self.key = key
+
+    async def __aenter__(self) -> None:
+        lock, users = self.locks.get(self.key, (None, 0))
+        self.lock = lock if lock is not None else asyncio.Lock()
+        self.locks[self.key] = (self.lock, users + 1)
+        try:
+            await self.lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        lock, users = self.locks[self.key]
+        if users <= 1:
+            del self.locks[self.key]
+        else:
+            self.locks[self.key] = (lock, users - 1)
+
+
 class EventStore:
     """Appends and reads for every store, over one NATS connection."""
 
@@ -249,23 +280,10 @@ class EventStore:
         self._stores.pop(store, None)
 
     # --- per-stream serialisation -------------------------------------------------------------
-    @asynccontextmanager
-    async def _stream_lock(self, key: tuple[str, str]) -> AsyncIterator[None]:
+    def _stream_lock(self, key: tuple[str, str]) -> _StreamLock:
         """Appends to one stream from this instance queue here instead of racing at the server
         (other instances still race; the server's expected-sequence check decides)."""
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+        return _StreamLock(self._locks, key)
 
     # --- heads ------------------------------------------------------------------------------
     def _remember(self, key: tuple[str, str], commit: Commit | None) -> None:

@@ -153,6 +153,11 @@ def _raise_api_error(body: dict[str, Any]) -> None:
     raise JetStreamApiError(code, desc, status)
 
 
+def _expire(answer: asyncio.Future[Msg]) -> None:
+    if not answer.done():
+        answer.set_exception(NatsTimeoutError())
+
+
 class Log:
     """JetStream calls of the event log, over one NATS connection."""
 
@@ -162,12 +167,18 @@ class Log:
         self._inbox_prefix = ""
         self._sub: Subscription | None = None
         self._pending: dict[str, tuple[list[Msg], asyncio.Future[Msg]]] = {}
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._next = 0
 
     async def start(self) -> None:
-        """Subscribe the reply inbox that batched Direct Gets answer on."""
+        """Subscribe the reply inbox that JetStream answers on (every request and batched Direct
+        Get of this log). On a ``FastClient`` the replies resolve their futures in the read loop."""
         self._inbox_prefix = self.nc.new_inbox()
-        self._sub = await self.nc.subscribe(self._inbox_prefix + ".*", cb=self._on_reply)
+        inline = getattr(self.nc, "subscribe_inline", None)
+        if inline is not None:
+            self._sub = await inline(self._inbox_prefix + ".*", self._reply)
+        else:
+            self._sub = await self.nc.subscribe(self._inbox_prefix + ".*", cb=self._on_reply)
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -176,6 +187,14 @@ class Log:
             self._sub = None
 
     async def _on_reply(self, msg: Msg) -> None:
+        self._reply(msg)
+
+    def _reply(self, msg: Msg) -> None:
+        waiter = self._waiting.get(msg.subject)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(msg)
+            return
         pending = self._pending.get(msg.subject)
         if pending is None:
             return
@@ -189,9 +208,12 @@ class Log:
 
     # --- requests ---------------------------------------------------------------------------
     async def _request(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> Msg:
+        headers = headers or None  # an empty header block would be stored with the message (16 B)
         try:
             with client_span(_span_name(subject), {"messaging.system": "nats", "messaging.destination.name": subject}):
-                return await self.nc.request(subject, payload, timeout=self.timeout, headers=headers)
+                if self._sub is None:  # not started: nats-py's request
+                    return await self.nc.request(subject, payload, timeout=self.timeout, headers=headers)
+                msg = await self._ask(subject, payload, headers)
         except NoRespondersError:
             raise UnavailableError("JetStream did not answer (no responders)", details={"subject": subject}) from None
         except NatsTimeoutError:
@@ -200,6 +222,25 @@ class Log:
             raise PayloadTooLargeError(
                 "the record is larger than the server's max_payload", details={"size": len(payload)}
             ) from None
+        if msg.headers is not None and msg.headers.get(H_STATUS) == "503" and not msg.data:
+            raise UnavailableError("JetStream did not answer (no responders)", details={"subject": subject})
+        return msg
+
+    async def _ask(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> Msg:
+        """One request answered on our inbox: nats-py's ``request`` draws a NUID and runs
+        ``wait_for`` per call; a counter and a timer handle do the same for less."""
+        self._next += 1
+        reply = f"{self._inbox_prefix}.{self._next}"
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Msg] = loop.create_future()
+        self._waiting[reply] = answer
+        timer = loop.call_later(self.timeout, _expire, answer)
+        try:
+            await self.nc.publish(subject, payload, reply=reply, headers=headers)
+            return await answer
+        finally:
+            timer.cancel()
+            del self._waiting[reply]
 
     async def api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """A ``$JS.API.*`` JSON call; raises on an error reply."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
@@ -49,6 +49,7 @@ from esdb_gater.shared.core.telemetry import (
     emit,
     extract_context,
     instruments,
+    metering,
     system_time_ms,
     tracer,
 )
@@ -223,13 +224,48 @@ def _record(endpoint: Endpoint | None, elapsed_ns: int, err: GatewayError | None
         endpoint._last_error = f"{err.status}:{err.code.value}"  # type: ignore[assignment]
 
 
+class _Slots:
+    """At most ``size`` requests of a service in flight: a semaphore whose free slot can also be
+    taken without awaiting (the read loop's inline path, which must never wait)."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(slot)
+        try:
+            await slot
+        except asyncio.CancelledError:
+            if slot.done() and not slot.cancelled():  # handed over just as we were cancelled
+                self.give()
+            raise
+
+    def give(self) -> None:
+        while self._waiters:
+            slot = self._waiters.popleft()
+            if not slot.done():
+                slot.set_result(None)  # the slot passes straight to the oldest waiter
+                return
+        self.free += 1
+
+
 class _Dispatcher(Generic[CtxT]):
     def __init__(
         self,
         spec: ServiceSpec[CtxT],
         op: Op[CtxT],
         subjects: Subjects,
-        sem: asyncio.Semaphore,
+        slots: _Slots,
         tasks: set[asyncio.Task[None]],
         reply_prefixes: Sequence[str] = DEFAULT_REPLY_PREFIXES,
     ) -> None:
@@ -237,21 +273,35 @@ class _Dispatcher(Generic[CtxT]):
         self.spec = spec
         self.op = op
         self.subjects = subjects
-        self.sem = sem
+        self.slots = slots
         self.tasks = tasks
         self.endpoint: Endpoint | None = None
         self.span_name: Final = f"{op.token or spec.token}.{op.name}"
         self.authz: Authz | None = None  # capability checks (shared/security/authz.py); set by start_service
 
     async def __call__(self, req: MicroRequest) -> None:
-        await self.sem.acquire()
-        task = asyncio.create_task(self._handle(req._msg))
+        """nats.micro's callback: requests the inline path left to it (no free slot)."""
+        await self.slots.take()
+        self._start(req._msg)
+
+    def inline(self, msg: Msg) -> bool:
+        """Called in the connection's read loop (``FastClient.inline``): start the request's task
+        at once when a slot is free, else leave it to the endpoint's queue and ``__call__``."""
+        if not self.slots.try_take():
+            return False
+        if self.endpoint is not None:
+            self.endpoint._num_requests += 1  # what nats.micro's own path counts
+        self._start(msg)
+        return True
+
+    def _start(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._handle(msg))
         self.tasks.add(task)
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        self.sem.release()
+        self.slots.give()
 
     async def _serve(self, msg: Msg, store: str, span: trace.Span | None) -> GatewayError | None:
         """Decode, validate, call the handler, reply; returns the error that was answered.
@@ -343,12 +393,13 @@ class _Dispatcher(Generic[CtxT]):
                 if err is not None:
                     span.set_attribute("esdb.error.code", err.code.value)
         elapsed = time.perf_counter_ns() - started
-        inst = instruments()
-        attrs = {"op": self.span_name}
-        inst.duration.record(elapsed / 1e6, attrs)
-        inst.requests.add(1, attrs)
-        if err is not None:
-            inst.errors.add(1, {**attrs, "code": err.code.value})
+        if metering():  # without an SDK meter provider the instruments would drop it anyway
+            inst = instruments()
+            attrs = {"op": self.span_name}
+            inst.duration.record(elapsed / 1e6, attrs)
+            inst.requests.add(1, attrs)
+            if err is not None:
+                inst.errors.add(1, {**attrs, "code": err.code.value})
         _record(self.endpoint, elapsed, err)
 
 
@@ -410,7 +461,7 @@ async def start_service(
         queue_group=spec.name,
     )
     tasks: set[asyncio.Task[None]] = set()
-    sem = asyncio.Semaphore(max_in_flight)
+    slots = _Slots(max_in_flight)
     reply_prefixes = (*reply_prefixes, own_inbox(nc))
     _guard_discovery(svc, reply_prefixes)
     for op in spec.ops:
@@ -418,7 +469,7 @@ async def start_service(
         subject = subjects.api("_", token, op.name) if op.scope == "global" else subjects.api_endpoint(token, op.name)
         if op.internal:
             subject = subjects.internal_endpoint(token, op.name)
-        dispatcher = _Dispatcher(spec, op, subjects, sem, tasks, reply_prefixes)
+        dispatcher = _Dispatcher(spec, op, subjects, slots, tasks, reply_prefixes)
         dispatcher.authz = authz
         await svc.add_endpoint(
             name=("internal_" if op.internal else "") + (op.name if token == spec.token else f"{token}_{op.name}"),
@@ -427,4 +478,8 @@ async def start_service(
             metadata={"description": op.description or op.name, **schema_metadata(token, op.name)},
         )
         dispatcher.endpoint = svc._endpoints[-1]
+        inline = getattr(nc, "inline", None)  # FastClient: requests start from the read loop
+        sub = getattr(dispatcher.endpoint, "_subscription", None)
+        if inline is not None and sub is not None:
+            inline(sub, dispatcher.inline)
     return RunningService(svc, tasks)
