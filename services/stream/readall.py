@@ -7,8 +7,8 @@ subjects (``<prefix>.log.<store>.e.*``) are read; checkpoints and other messages
 
 Cost of a page without filters: the commits it returns (at most ``limit``), fetched by batched
 Direct Gets from the position (backward: windows of the log stepped down from the position,
-doubling while they come back short), one ``STREAM.INFO`` (the log's bounds) and the few Direct
-Gets that find the newest event (``last_notification_id``). With filters a page reads at most
+doubling while they come back short), and one get of the newest event (``last_notification_id``
+and the end of the read; backward also one of the oldest). With filters a page reads at most
 ``SCAN_BUDGET`` commits; it may then hold fewer than ``limit`` events, with ``next`` set.
 On a replicated store any replica may answer a Direct Get: the newest part of each read is
 checked against the stream leader, and read again while the replica catches up.
@@ -24,7 +24,7 @@ from typing import Any, Final
 from esdb_gater.services.stream.store import READ_PAGES, EventStore
 from esdb_gater.shared.core.errors import UnavailableError
 from esdb_gater.shared.log.eventlog import H_COUNT, corrupt_entry, decode_commit, is_commit
-from esdb_gater.shared.log.jetstream import StoredMsg
+from esdb_gater.shared.log.jetstream import StoredMsg, consistent_get
 from esdb_gater.shared.models.stream import NOTIFICATION_SHIFT, ReadAllRequest
 
 __all__ = ["NOTIFICATION_MASK", "SCAN_BUDGET", "AllPage", "AllReader", "notification_id"]
@@ -52,8 +52,8 @@ class _Log:
 
     name: str
     filter: str
-    first: int  # first sequence in the log
-    last: int  # last sequence (any subject) when the read began
+    first: int  # where reading may start: the first event message (backward), or 1
+    last: int  # the newest event message when the read began
     replicated: bool
     batch: int  # commits per Direct Get (memory level)
     max_bytes: int
@@ -63,31 +63,34 @@ class AllReader:
     def __init__(self, events: EventStore) -> None:
         self.events = events
 
-    async def _bounds(self, store: str) -> _Log | None:
+    async def _bounds(self, store: str, *, backward: bool) -> tuple[_Log, int | None] | None:
+        """The log's event range and the newest event's notification id: one get of the last
+        message on the event subjects (the leader's, on a replicated store), plus, going
+        backward, one of the first (a backward page must know where the log begins)."""
         ev = self.events
         info = await ev.existing(store)
         if info is None:
             return None
         name = ev.subjects.log_stream(store)
-        state = (await ev.log.stream_info(name))["state"]
-        if int(state.get("messages", 0)) == 0:
+        events = ev.subjects.log_all(store)
+        newest = await consistent_get(ev.log, name, {"last_by_subj": events}, info.config.replicas)
+        if newest is None:
             return None
+        first = 1  # forward: a batched Direct Get from 1 steps over removed messages itself
+        if backward:
+            oldest = await ev.log.direct_get(name, {"seq": 1, "next_by_subj": events})
+            first = oldest.seq if oldest is not None else newest.seq
         batch, max_bytes = READ_PAGES[ev.memory.level() if ev.memory is not None else "normal"]
-        return _Log(
-            name,
-            ev.subjects.log_all(store),
-            int(state.get("first_seq", 1)),
-            int(state.get("last_seq", 0)),
-            info.config.replicas > 1,
-            batch,
-            max_bytes,
-        )
+        lg = _Log(name, events, first, newest.seq, info.config.replicas > 1, batch, max_bytes)
+        if is_commit(newest):
+            return lg, notification_id(newest.seq, int(newest.headers[H_COUNT]) - 1)
+        return lg, await self._last_id(lg)  # corrupt entries at the end: look further down
 
     async def read_all(self, store: str, req: ReadAllRequest) -> AllPage:
-        lg = await self._bounds(store)
-        if lg is None:
+        bounds = await self._bounds(store, backward=req.direction != "forward")
+        if bounds is None:
             return AllPage([], None, None)
-        last_id = await self._last_id(lg)
+        lg, last_id = bounds
         if last_id is None:
             return AllPage([], None, None)
         if req.direction == "forward":

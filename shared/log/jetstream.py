@@ -153,6 +153,18 @@ def _raise_api_error(body: dict[str, Any]) -> None:
     raise JetStreamApiError(code, desc, status)
 
 
+def _ack_body(msg: Msg) -> dict[str, Any]:
+    """The JSON body of a publish acknowledgement; raises on an error reply."""
+    try:
+        body = json.loads(msg.data)
+    except ValueError:
+        raise InternalError("unexpected publish acknowledgement") from None
+    if not isinstance(body, dict):
+        raise InternalError("unexpected publish acknowledgement")
+    _raise_api_error(body)
+    return body
+
+
 def _expire(answer: asyncio.Future[Msg]) -> None:
     if not answer.done():
         answer.set_exception(NatsTimeoutError())
@@ -279,23 +291,13 @@ class Log:
         return int(reply.get("purged", 0))
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> PubAck:
-        msg = await self._request(subject, payload, headers)
-        try:
-            body = json.loads(msg.data)
-        except ValueError:
-            raise InternalError("unexpected publish acknowledgement") from None
-        _raise_api_error(body)
+        body = await self.publish_ack(subject, payload, headers)
         return PubAck(seq=int(body["seq"]), duplicate=bool(body.get("duplicate", False)))
 
     async def publish_ack(self, subject: str, payload: bytes, headers: dict[str, str]) -> dict[str, Any]:
-        """Publish and return the whole PubAck body (a counter stream's ack adds ``val``)."""
-        msg = await self._request(subject, payload, headers)
-        try:
-            body: dict[str, Any] = json.loads(msg.data)
-        except ValueError:
-            raise InternalError("unexpected publish acknowledgement") from None
-        _raise_api_error(body)
-        return body
+        """Publish and return the whole PubAck body (a counter stream's ack adds ``val``, an
+        atomic batch's commit ``count``); raises on an error reply."""
+        return _ack_body(await self._request(subject, payload, headers))
 
     # --- reads ------------------------------------------------------------------------------
     @staticmethod
@@ -459,10 +461,5 @@ async def publish_batch(log: Log, msgs: Sequence[tuple[str, bytes, dict[str, str
             ) from None
     subject, payload, headers = msgs[-1]
     last = {**headers, H_BATCH_ID: batch_id, H_BATCH_SEQ: str(n), H_BATCH_COMMIT: "1"}
-    msg = await log._request(subject, payload, last)
-    try:
-        body = json.loads(msg.data)
-    except ValueError:
-        raise InternalError("unexpected batch acknowledgement") from None
-    _raise_api_error(body)
+    body = await log.publish_ack(subject, payload, last)
     return int(body["seq"]), int(body.get("count", n))

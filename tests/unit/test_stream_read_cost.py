@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 import pytest
 
+from esdb_gater.services.stream.readall import AllReader
 from esdb_gater.services.stream.store import EventStore
 from esdb_gater.shared.core.settings import QuotaSettings, Settings, StoreConfig
 from esdb_gater.shared.core.subjects import Subjects
 from esdb_gater.shared.log.eventlog import H_COUNT, H_VERSION, encode_events, new_event_id
 from esdb_gater.shared.log.fake import FakeClock, FakeLog
-from esdb_gater.shared.log.port import BatchGet, MsgGet, StoredMsg
-from esdb_gater.shared.models.stream import EventIn
+from esdb_gater.shared.log.port import BatchGet, MsgGet, StoredMsg, StreamInfo
+from esdb_gater.shared.models.stream import EventIn, ReadAllRequest
 
 S = Subjects()
 TOTAL = 100_000
@@ -106,3 +107,43 @@ async def test_a_read_of_a_small_stream_costs_what_it_did() -> None:
     got = await es.read("o", "s", 0, COUNT, "forward")
     assert [ev["version"] for ev in got] == list(range(COUNT))
     assert (log.counted.batches, log.counted.commits) == (1, COUNT)
+
+
+class ApiCountingLog(CountingLog):
+    """Also counts the JSON API calls (STREAM.INFO and friends) a read makes."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.infos = 0
+
+    async def stream_info(self, stream: str, *, subjects_filter: str | None = None, offset: int = 0) -> StreamInfo:
+        self.infos += 1
+        return await super().stream_info(stream, subjects_filter=subjects_filter, offset=offset)
+
+
+async def test_a_read_all_page_costs_one_get_besides_its_commits() -> None:
+    """A forward page: one get of the newest event (its id and the end of the read) and the
+    batches of the commits it returns; no STREAM.INFO. Backward adds one get of the oldest."""
+    log = ApiCountingLog(FakeClock(start_ns=time.time_ns() - 3600 * 10**9))
+    es = EventStore(log, S, Settings(auto_create_stores=True, quotas=QuotaSettings(auto_created_stores=0)))
+    for i in range(300):
+        await es.append("o", f"s{i % 7}", -2, [EventIn(event_type="T", data={"i": i})])
+    reader = AllReader(es)
+    log.counted.reset()
+    page = await reader.read_all("o", ReadAllRequest(limit=50))
+    assert [ev["data"]["i"] for ev in page.events] == list(range(50))
+    assert page.last_notification_id == max(
+        ev["notification_id"]
+        for ev in (await reader.read_all("o", ReadAllRequest(direction="backward", limit=1))).events
+    )
+    log.counted.reset()
+    log.infos = 0
+    page = await reader.read_all(
+        "o", ReadAllRequest.model_validate({"limit": 50, "inclusive": False, "from": page.next})
+    )
+    assert [ev["data"]["i"] for ev in page.events] == list(range(50, 100))
+    assert (log.infos, log.counted.probes, log.counted.batches) == (0, 1, 1)
+    log.counted.reset()
+    page = await reader.read_all("o", ReadAllRequest(direction="backward", limit=50))
+    assert [ev["data"]["i"] for ev in page.events] == list(range(299, 249, -1))
+    assert log.infos == 0 and log.counted.probes == 2
