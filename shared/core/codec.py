@@ -106,6 +106,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 class JsonCodec:
     content_type = "application/json"
 
@@ -116,7 +119,8 @@ class JsonCodec:
         if not data:
             return {}
         try:
-            value = json.loads(data, parse_constant=_reject_constant)
+            # json.loads(data, parse_constant=…) without building a JSONDecoder per call
+            value = _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
         except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, huge int literals
             raise InvalidRequestError(
                 "request body is not valid JSON", details={"field": "body", "reason": str(exc)[:200]}

@@ -186,7 +186,7 @@ _drops: Final = _DropLog()
 def reply_allowed(reply: str, prefixes: Sequence[str]) -> bool:
     """A service answers only reply subjects under the allowed inbox prefixes
     (``security.reply_prefixes``; docs/adr/0013-reply-and-target-subjects.md)."""
-    return any(reply.startswith(p) for p in prefixes)
+    return reply.startswith(tuple(prefixes))
 
 
 def own_inbox(nc: Client) -> str:
