@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from esdb_gater.services.causation.indexer import IndexerPool
-from esdb_gater.services.causation.store import CausationStore
+from esdb_gater.services.causation.store import CausationStore, caused_by, correlated_with
 from esdb_gater.shared.core.errors import NoCauseError, NotFoundError
 from esdb_gater.shared.models.causation import (
     CauseResponse,
@@ -73,7 +73,7 @@ async def _event(ctx: CausationCtx, event_id: str) -> Event:
 async def effects(req: EventIdRequest, ctx: CausationCtx) -> EventsResponse:
     """Events whose ``metadata.causation_id`` is the id, by time (``[]`` for an unknown id)."""
     await _ready(ctx)
-    evs = await ctx.db.events(ctx.store, await ctx.db.effects(ctx.store, req.event_id))
+    evs = await ctx.db.events(ctx.store, await ctx.db.effects(ctx.store, req.event_id), caused_by(req.event_id))
     return EventsResponse.from_rows(await _out(ctx, _by_time(evs), req.raw))
 
 
@@ -118,7 +118,9 @@ async def chain(req: ChainRequest, ctx: CausationCtx) -> EventsResponse:
 async def correlated(req: CorrelatedRequest, ctx: CausationCtx) -> EventsResponse:
     """Events whose ``metadata.correlation_id`` is the id, by time (``[]`` when none)."""
     await _ready(ctx)
-    evs = await ctx.db.events(ctx.store, await ctx.db.correlated(ctx.store, req.correlation_id))
+    evs = await ctx.db.events(
+        ctx.store, await ctx.db.correlated(ctx.store, req.correlation_id), correlated_with(req.correlation_id)
+    )
     return EventsResponse.from_rows(await _out(ctx, _by_time(evs), req.raw))
 
 
@@ -133,7 +135,7 @@ async def _event_graph(ctx: CausationCtx, event_id: str, max_nodes: int) -> tupl
     while frontier:
         nxt: list[str] = []
         for eid in frontier:
-            for ev in await ctx.db.events(ctx.store, await ctx.db.effects(ctx.store, eid)):
+            for ev in await ctx.db.events(ctx.store, await ctx.db.effects(ctx.store, eid), caused_by(eid)):
                 if ev["event_id"] in nodes:
                     continue
                 if len(nodes) >= max_nodes:
@@ -145,7 +147,8 @@ async def _event_graph(ctx: CausationCtx, event_id: str, max_nodes: int) -> tupl
 
 
 async def _correlation_graph(ctx: CausationCtx, correlation_id: str, max_nodes: int) -> tuple[list[Event], bool]:
-    evs = _by_time(await ctx.db.events(ctx.store, await ctx.db.correlated(ctx.store, correlation_id)))
+    entries = await ctx.db.correlated(ctx.store, correlation_id)
+    evs = _by_time(await ctx.db.events(ctx.store, entries, correlated_with(correlation_id)))
     if not evs:
         raise NotFoundError(
             f"no event with correlation_id {correlation_id!r}", details={"correlation_id": correlation_id}

@@ -2,7 +2,7 @@
 
 An append whose events all carry caller ids is the commit in the log (with ``Nats-Msg-Id``)
 *and then* an entry in the store's index stream, ``<prefix>.ix.<store>.id.<token(first id)>`` →
-msgpack ``{"s": stream_id, "q": position, "v": version}`` (``IndexEntry``; both records and the
+msgpack ``[position, version]`` (``IndexEntry``, ADR 0025; older maps are read too; both records and the
 index stream's config are owned by shared/log/index.py). A writer that dies between the two
 leaves a commit the index does not know, and a resend with the same ids after JetStream's
 duplicate window would be stored twice. The index is derivable from the log, so this module

@@ -160,7 +160,10 @@ def _rfc3339nano(ns: int) -> str:
 
 
 def _header_size(headers: Mapping[str, str]) -> int:
-    """The bytes of the header block nats-py sends (``NATS/1.0``, one line per header, blank line)."""
+    """The bytes of the header block nats-py sends (``NATS/1.0``, one line per header, blank line);
+    none for no headers (Log sends none then)."""
+    if not headers:
+        return 0
     return 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
 
 

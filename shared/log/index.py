@@ -4,11 +4,18 @@ One message per subject, the last value wins (docs/adr/0002-event-log-layout.md,
 docs/adr/0012-causation-index.md, docs/adr/0017-linear-patterns-and-index-repair.md):
 
 * ``<prefix>.ix.<store>.id.<token(event_id)>`` → ``IndexEntry``: the append holding the event.
-  The stream service writes it for appends whose events all carry caller ids (``{"s", "q"}``,
-  keyed by the first id); its repair and the causation indexer write ``{"s", "q", "v"}``;
-* ``….cause.<token(causation_id)>.<token(event_id)>`` and ``….corr.<token(correlation_id)>.<token(event_id)>``
-  → the same ``IndexEntry`` (the causation indexer);
+  The stream service writes it for appends whose events all carry caller ids (keyed by the first
+  id); the causation indexer for every event;
+* ``….cause.<token(causation_id)>.<position>`` and ``….corr.<token(correlation_id)>.<position>``
+  → empty: the append at that position holds events with that id (the causation indexer, one
+  record per id and append; ``ref_subject``/``parse_ref``). Earlier versions wrote one per event,
+  ``….cause.<token(cid)>.<token(event_id)>`` → ``IndexEntry``; both are read (an empty value
+  tells the two apart);
 * ``<prefix>.ix.<store>.ck.id`` → ``IndexCheckpoint`` ``{"q", "t"}`` of the event-id index.
+
+Records are written compact (docs/adr/0025-storage-per-event.md): ``IndexEntry`` is msgpack
+``[position]`` or ``[position, version]``; the maps ``{"s", "q", "v"?}`` of earlier versions are
+still read. The stream id is not stored: the log message at ``position`` names it in its subject.
 
 Both the stream service and the causation service create the stream, with ``index_stream_config``.
 """
@@ -26,7 +33,7 @@ from esdb_gater.shared.log.jetstream import create_stream
 from esdb_gater.shared.log.port import LogPort
 from esdb_gater.shared.log.stores import STORE_METADATA
 
-__all__ = ["IndexCheckpoint", "IndexEntry", "create_index_stream", "index_stream_config"]
+__all__ = ["IndexCheckpoint", "IndexEntry", "create_index_stream", "index_stream_config", "parse_ref", "ref_subject"]
 
 
 def index_stream_config(subjects: Subjects, store: str, cfg: StoreConfig) -> dict[str, Any]:
@@ -49,28 +56,59 @@ async def create_index_stream(log: LogPort, subjects: Subjects, store: str, cfg:
     await create_stream(log, index_stream_config(subjects, store, cfg))
 
 
+def _uint(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"not a position or version: {value!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class IndexEntry:
-    """Where an indexed event is: its stream, the position of its append, and its version (None
-    in the stream service's entries, which name the append only)."""
+    """Where an indexed event is: the position of its append, its version (None when the entry
+    names the append only), and its stream (only in records of earlier versions: None in compact
+    ones, whose reader takes it from the log message's subject)."""
 
-    stream_id: str
+    stream_id: str | None
     position: int
     version: int | None = None
 
     def encode(self) -> bytes:
-        """msgpack ``{"s": stream_id, "q": position}``, plus ``"v": version`` when known."""
-        row: dict[str, Any] = {"s": self.stream_id, "q": self.position}
-        if self.version is not None:
-            row["v"] = self.version
+        """msgpack ``[position]``, or ``[position, version]`` when the version is known. The stream
+        id is left out: the log message at ``position`` names it."""
+        row = [self.position] if self.version is None else [self.position, self.version]
         return msgpack.packb(row)  # type: ignore[no-any-return]
 
     @classmethod
     def decode(cls, data: bytes) -> IndexEntry:
-        """Raises (``ValueError``, ``KeyError``, ``TypeError``) on a value that is not an entry."""
+        """A compact record or one of an earlier version (``{"s", "q", "v"?}``). Raises
+        (``ValueError``, ``KeyError``, ``TypeError``) on a value that is not an entry."""
         row = msgpack.unpackb(data, raw=False)
+        if isinstance(row, list):
+            if not 1 <= len(row) <= 2:
+                raise ValueError("an index entry has one or two numbers")
+            return cls(None, _uint(row[0]), _uint(row[1]) if len(row) == 2 else None)
+        if not isinstance(row, dict):
+            raise TypeError("not an index entry")
         v = row.get("v")
         return cls(str(row["s"]), int(row["q"]), None if v is None else int(v))
+
+
+def ref_subject(wildcard: str, position: int) -> str:
+    """A causation or correlation record: ``wildcard`` is ``Subjects.index_cause(store, id)`` or
+    ``index_corr`` (ending in ``.*``); the record names the append at ``position`` (its value is empty)."""
+    return f"{wildcard[:-1]}{position}"
+
+
+def parse_ref(wildcard: str, subject: str) -> IndexEntry | None:
+    """The append a causation/correlation record under ``wildcard`` names (version None: every
+    event of it that carries the id); None for a subject that is not one."""
+    base = wildcard[:-1]
+    if not subject.startswith(base):
+        return None
+    position = subject[len(base) :]
+    if not (position.isascii() and position.isdigit()):
+        return None
+    return IndexEntry(None, int(position))
 
 
 @dataclass(frozen=True, slots=True)

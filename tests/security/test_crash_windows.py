@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import nats
 import pytest
 from nats.aio.client import Client
@@ -34,6 +33,7 @@ from esdb_gater.shared.core.errors import UnavailableError
 from esdb_gater.shared.core.settings import Settings
 from esdb_gater.shared.core.subjects import Subjects
 from esdb_gater.shared.log.eventlog import encode_events, new_event_id
+from esdb_gater.shared.log.index import IndexEntry
 from esdb_gater.shared.log.jetstream import Log
 from esdb_gater.shared.models.scavenger import ScavengeOptions
 from esdb_gater.shared.models.stream import EventIn
@@ -82,12 +82,12 @@ async def _commit_without_index(nc: Client, store: str, stream_id: str, ids: lis
     return int(ack.seq)
 
 
-async def _index_entry(nc: Client, store: str, event_id: str) -> dict[str, Any] | None:
+async def _index_entry(nc: Client, store: str, event_id: str) -> IndexEntry | None:
     body = json.dumps({"last_by_subj": S.index_event_id(store, event_id)}).encode()
     msg = await nc.request(f"$JS.API.DIRECT.GET.{S.index_stream(store)}", body, timeout=5)
     if (msg.headers or {}).get("Status") == "404":
         return None
-    return msgpack.unpackb(msg.data, raw=False)  # type: ignore[no-any-return]
+    return IndexEntry.decode(msg.data)  # [position] (ADR 0025)
 
 
 async def test_resend_after_a_crash_between_log_and_index_is_deduplicated(wire: Wire, nc: Client, store: str) -> None:
@@ -101,7 +101,7 @@ async def test_resend_after_a_crash_between_log_and_index_is_deduplicated(wire: 
     assert again == {"version": 1, "position": position, "count": 2}
     assert [e["event_id"] for e in await _log_events(wire, store, "acct-1")] == ids  # one copy
     entry = await _index_entry(nc, store, ids[0])  # and the index knows it now
-    assert entry is not None and entry["q"] == position
+    assert entry is not None and entry.position == position
 
 
 async def test_many_unindexed_commits_are_found_and_repaired(wire: Wire, nc: Client, store: str) -> None:
@@ -122,7 +122,7 @@ async def test_many_unindexed_commits_are_found_and_repaired(wire: Wire, nc: Cli
         if all(e is not None for e in entries):
             break
         await asyncio.sleep(0.05)
-    assert [e["q"] if e else None for e in entries] == list(positions.values())
+    assert [e.position if e else None for e in entries] == list(positions.values())
 
 
 async def test_store_reindex_rebuilds_the_index_from_the_log(wire: Wire, nc: Client, store: str) -> None:
@@ -144,7 +144,7 @@ async def test_store_reindex_rebuilds_the_index_from_the_log(wire: Wire, nc: Cli
     assert r["store"] == store and r["scanned"] == 2 and r["indexed"] == 2
     assert r["checkpoint"] >= later["position"]
     entry = await _index_entry(nc, store, ids[0])
-    assert entry is not None and entry["q"] == first["position"] and entry["s"] == "acct-1"
+    assert entry is not None and entry.position == first["position"]  # acct-1's commit
     await _past_the_window()
     assert await _append(wire, store, "acct-1", ids) == first
     assert len(await _log_events(wire, store, "acct-1")) == 1

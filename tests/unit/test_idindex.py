@@ -8,6 +8,7 @@ import msgpack
 
 from esdb_gater.services.stream.idindex import EventIdIndex
 from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log.index import IndexEntry
 from esdb_gater.shared.log.jetstream import StoredMsg
 
 S = Subjects()
@@ -53,7 +54,7 @@ class FakeLog:
 
 def _q(log: FakeLog, event_id: str) -> int | None:
     data = log.index.get(S.index_event_id("o", event_id))
-    return None if data is None else int(msgpack.unpackb(data)["q"])
+    return None if data is None else IndexEntry.decode(data).position
 
 
 async def test_repair_indexes_caller_id_commits_and_moves_the_checkpoint() -> None:

@@ -37,19 +37,21 @@ S = Subjects()
 # --- index records ------------------------------------------------------------------------------
 
 
-def test_an_index_entry_is_the_msgpack_map_the_services_always_wrote() -> None:
-    assert IndexEntry("order-1", 42, 7).encode() == msgpack.packb({"s": "order-1", "q": 42, "v": 7})
-    # the stream service's entries name the append only
-    assert IndexEntry("order-1", 42).encode() == msgpack.packb({"s": "order-1", "q": 42})
+def test_an_index_entry_is_written_compact_and_the_old_maps_are_read() -> None:
+    """ADR 0025: ``[position, version]`` / ``[position]``; the maps of earlier versions still decode."""
+    assert IndexEntry("order-1", 42, 7).encode() == msgpack.packb([42, 7])
+    assert IndexEntry("order-1", 42).encode() == msgpack.packb([42])  # the stream service's: the append only
+    assert IndexEntry.decode(msgpack.packb({"s": "order-1", "q": 42, "v": 7})) == IndexEntry("order-1", 42, 7)
+    assert IndexEntry.decode(msgpack.packb({"s": "order-1", "q": 42})) == IndexEntry("order-1", 42)
 
 
-@pytest.mark.parametrize("entry", [IndexEntry("s", 1, 0), IndexEntry("ü/ß", 2**40, 2**40), IndexEntry("x", 9)])
+@pytest.mark.parametrize("entry", [IndexEntry(None, 1, 0), IndexEntry(None, 2**40, 2**40), IndexEntry(None, 9)])
 def test_an_index_entry_round_trips(entry: IndexEntry) -> None:
     assert IndexEntry.decode(entry.encode()) == entry
 
 
 def test_an_index_entry_that_is_not_one_raises() -> None:
-    for data in (msgpack.packb({"q": 1}), msgpack.packb([1, 2]), b"\xc1"):
+    for data in (msgpack.packb({"q": 1}), msgpack.packb([1, 2, 3]), msgpack.packb(["x"]), b"\xc1"):
         with pytest.raises(Exception):  # noqa: B017  (msgpack raises many unrelated types)
             IndexEntry.decode(data)
 
