@@ -35,15 +35,20 @@ BENCH_SECRET = "bench-channel-secret"
 ERROR_HEADER = "Nats-Service-Error-Code"
 
 
-def channel_child(nats_url: str, secret: str = BENCH_SECRET) -> Child:
-    """The channel service in its own process, with the HMAC secret the benchmark signs with."""
+def channel_child(nats_url: str, secret: str = BENCH_SECRET, profile_to: str | None = None) -> Child:
+    """The channel service in its own process, with the HMAC secret the benchmark signs with.
+
+    ``profile_to``: run it under cProfile and write the stats there when it stops."""
     env = dict(os.environ)
     env["ESDB_GATER_CHANNELS__HMAC_SECRET"] = secret
     for key in list(env):
         if key.startswith("OTEL_EXPORTER_OTLP"):
             del env[key]
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    argv = [sys.executable, "-m", "esdb_gater.cli", "serve", "channel", "--nats", nats_url]
+    argv = [sys.executable]
+    if profile_to:
+        argv += ["-m", "cProfile", "-o", profile_to]
+    argv += ["-m", "esdb_gater.cli", "serve", "channel", "--nats", nats_url]
     return Child("channel-service", argv, env)
 
 
@@ -93,7 +98,8 @@ async def channel_publish_deliver(
             reply = await nc.request(subject, body, timeout=wait_s)
             if reply.headers and ERROR_HEADER in reply.headers:
                 raise RuntimeError(reply.data[:200])
-            await asyncio.wait_for(fut, wait_s)
+            if not fut.done():  # the delivery is published before the reply, so it is usually in already
+                await asyncio.wait_for(fut, wait_s)
         except Exception:
             errors += 1
             pending.pop(mid, None)

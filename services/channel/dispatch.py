@@ -1,11 +1,13 @@
 """Priorities that do something: separate queues, weighted draining, shedding (docs/adr/0007-channels.md,
 docs/adr/0020-shedding-on-real-overload.md).
 
-Every accepted publish becomes a job in the queue of its channel's priority. ``workers`` tasks
-take jobs by weighted round robin (default critical 8 : high 4 : normal 2 : low 1), so when the
-service is behind, critical traffic goes first and low traffic still moves. Before a publish is
-queued, ``admit`` sheds it with ``unavailable`` (``details.reason``) only when the service is
-really behind, never because many publishes arrive at once:
+At most ``workers`` accepted publishes are delivered at once (each a *slot*). A publish that finds
+a free slot and nothing queued runs at once, in its own task; otherwise it becomes a job in the
+queue of its channel's priority and waits. Each slot that frees up goes to the next job by
+weighted round robin (default critical 8 : high 4 : normal 2 : low 1), so when the service is
+behind, critical traffic goes first and low traffic still moves. Before a publish is queued,
+``admit`` sheds it with ``unavailable`` (``details.reason``) only when the service is really
+behind, never because many publishes arrive at once:
 
 * ``memory_pressure``: memory level elevated sheds low; critical sheds low and normal;
 * ``overloaded``: the oldest job queued at this priority or a more important one has waited longer
@@ -41,7 +43,7 @@ T = TypeVar("T")
 @dataclass(slots=True)
 class _Job:
     work: Callable[[], Awaitable[Any]]
-    fut: asyncio.Future[Any]
+    fut: asyncio.Future[None]  # its result: the job now holds a slot and may run
     priority: Priority
     enqueued: float
 
@@ -66,20 +68,21 @@ class Dispatcher:
         self.memory = memory
         self.clock = clock  # a fake one in tests makes "the queue is behind" deterministic
         self._queues: dict[Priority, deque[_Job]] = {p: deque() for p in PRIORITIES}
+        self._all_queues = tuple(self._queues.values())
         self._credit = dict(self.weights)
-        self._available = asyncio.Semaphore(0)
-        self._running = asyncio.Event()
-        self._running.set()
+        self._free = 0  # slots nobody holds; ``workers`` once started
+        self._started = False
+        self._paused = False
         self._empty = asyncio.Event()
         self._empty.set()
-        self._tasks: list[asyncio.Task[None]] = []
         self.processed: dict[Priority, int] = dict.fromkeys(PRIORITIES, 0)
         self.shed: dict[Priority, int] = dict.fromkeys(PRIORITIES, 0)
 
     # --- state ------------------------------------------------------------------------------
     def queued(self) -> int:
-        """Jobs waiting for a worker (not those in progress)."""
-        return sum(len(q) for q in self._queues.values())
+        """Jobs waiting for a slot (not those in progress)."""
+        c, h, n, lo = self._all_queues
+        return len(c) + len(h) + len(n) + len(lo)
 
     def depth(self) -> dict[Priority, int]:
         return {p: len(q) for p, q in self._queues.items()}
@@ -99,10 +102,11 @@ class Dispatcher:
 
     def pause(self) -> None:
         """Stop starting jobs (they queue up); for maintenance and to build a backlog in tests."""
-        self._running.clear()
+        self._paused = True
 
     def resume(self) -> None:
-        self._running.set()
+        self._paused = False
+        self._dispatch()
 
     # --- admission --------------------------------------------------------------------------
     def admit(self, priority: Priority, channel: str) -> None:
@@ -117,6 +121,8 @@ class Dispatcher:
                 details={"reason": "memory_pressure", "channel": channel, "priority": priority, "memory_level": level},
             )
         queued = self.queued()
+        if not queued:  # nothing queued: nothing waited, and max_queue is at least 1
+            return
         behind = self.behind_s(priority)
         frac = self.shed_at.get(priority)
         stalled = frac is not None and behind > frac * self.max_wait_s
@@ -138,12 +144,59 @@ class Dispatcher:
 
     # --- jobs -------------------------------------------------------------------------------
     async def submit(self, priority: Priority, work: Callable[[], Awaitable[T]]) -> T:
-        """Queue ``work`` at ``priority`` and wait for its result (or its exception)."""
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queues[priority].append(_Job(work, fut, priority, self.clock()))
-        self._empty.clear()
-        self._available.release()
-        return await fut
+        """Run ``work`` at ``priority`` once it has a slot and return its result (or raise its
+        exception). It runs in the caller's task: at once when a slot is free and nothing is
+        queued, else when the weighted round robin gives the queued job a freed slot."""
+        if self._free > 0 and self._started and not self._paused and not self.queued():
+            self._free -= 1
+        else:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._queues[priority].append(_Job(work, fut, priority, self.clock()))
+            self._empty.clear()
+            self._dispatch()
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    self._release()  # the slot came just as the publisher went away: pass it on
+                raise
+        cancelled = False
+        try:
+            return await work()
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            if not cancelled:
+                self.processed[priority] += 1
+            self._release()
+
+    def _release(self) -> None:
+        self._free += 1
+        if self.queued():  # else there is nobody to hand the slot to (and _empty is already set)
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Give the free slots to queued jobs, in weighted round robin order; drop the ones that
+        waited too long."""
+        while self._free > 0 and self._started and not self._paused:
+            job = self._pick()
+            if job is None:
+                break
+            if job.fut.done():  # the publisher went away (cancelled)
+                continue
+            if self.clock() - job.enqueued > self.max_wait_s:
+                job.fut.set_exception(
+                    UnavailableError(
+                        "the publish waited too long in the channel service's queue; try again",
+                        details={"reason": "queue_timeout", "priority": job.priority},
+                    )
+                )
+                continue
+            self._free -= 1
+            job.fut.set_result(None)
+        if not self.queued():
+            self._empty.set()
 
     def _pick(self) -> _Job | None:
         """Weighted round robin: each priority may take ``weight`` jobs per round, highest first;
@@ -158,55 +211,21 @@ class Dispatcher:
             self._credit = dict(self.weights)
         return None
 
-    async def _worker(self) -> None:
-        while True:
-            await self._available.acquire()
-            await self._running.wait()
-            job = self._pick()
-            if not self.queued():
-                self._empty.set()
-            if job is None:
-                continue
-            if job.fut.done():  # the publisher went away (cancelled)
-                continue
-            if self.clock() - job.enqueued > self.max_wait_s:
-                job.fut.set_exception(
-                    UnavailableError(
-                        "the publish waited too long in the channel service's queue; try again",
-                        details={"reason": "queue_timeout", "priority": job.priority},
-                    )
-                )
-                continue
-            try:
-                result = await job.work()
-            except asyncio.CancelledError:
-                if not job.fut.done():
-                    job.fut.cancel()
-                raise
-            except Exception as exc:  # handed to the publisher, which maps it to a reply
-                if not job.fut.done():
-                    job.fut.set_exception(exc)
-            else:
-                if not job.fut.done():
-                    job.fut.set_result(result)
-            self.processed[job.priority] += 1
-
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker(), name=f"channel-worker-{i}") for i in range(self.workers)]
+        self._started = True
+        self._free = self.workers
+        self._dispatch()
 
     async def stop(self) -> None:
-        """Finish what is queued (bounded by ``max_wait_s``), then stop the workers."""
+        """Finish what is queued (bounded by ``max_wait_s``), then refuse what is left."""
         self.resume()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._empty.wait(), self.max_wait_s)
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        self._started = False
+        self._free = 0
         for q in self._queues.values():
             while q:
                 job = q.popleft()
                 if not job.fut.done():
                     job.fut.set_exception(UnavailableError("the channel service is stopping"))
-        self._tasks = []
+        self._empty.set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from esdb_gater.services.channel.dispatch import Dispatcher
 from esdb_gater.services.channel.policy import Authorizer, ChannelTable, HmacPolicy
@@ -29,6 +30,8 @@ from esdb_gater.shared.models.channel import (
 )
 from esdb_gater.shared.models.common import OkResponse
 from esdb_gater.shared.security import signing as security
+
+_PUBLISHED: Final = PublishResponse()  # the reply to every publish on a non-durable channel (frozen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +62,7 @@ async def publish(req: PublishRequest, ctx: ChannelCtx) -> PublishResponse:
         return await ctx.store.deliver(prepared)
 
     seq = await ctx.dispatcher.submit(ch.priority, work)
-    return PublishResponse(seq=seq)
+    return PublishResponse(seq=seq) if seq is not None else _PUBLISHED
 
 
 async def subscribe(req: SubscribeRequest, ctx: ChannelCtx) -> SubscribeResponse:

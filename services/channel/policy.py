@@ -134,10 +134,10 @@ class Authorizer:
         )
 
     def check(self, ch: ChannelConfig, topic: str, action: str, token: str | None) -> capability.Capability | None:
-        token = token or authz.request_token()
-        resource = capability.channel_resource(self.realm, ch.name, topic)
         if ch.capability_mode == "disabled":
             return None
+        token = token or authz.request_token()
+        resource = capability.channel_resource(self.realm, ch.name, topic)
         if not token:
             if ch.capability_mode == "required":
                 raise capability.CapabilityError(

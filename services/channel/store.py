@@ -74,6 +74,23 @@ class Prepared:
     data: bytes
 
 
+@dataclass(slots=True)
+class _RateBatch:
+    """Messages counted with one increment of a rate counter."""
+
+    done: asyncio.Future[int]  # the counter's value after the increment
+    n: int = 1
+
+    def __post_init__(self) -> None:
+        self.done.add_done_callback(_retrieved)
+
+
+def _retrieved(fut: asyncio.Future[int]) -> None:
+    """Mark an error as seen even when every message of its batch was cancelled meanwhile."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 @dataclass(frozen=True, slots=True)
 class Forward:
     id: str
@@ -123,6 +140,9 @@ class ChannelStore:
         self.settings = settings
         self.kv: Any = None
         self._local: dict[tuple[str, str], list[int]] = {}
+        self._rate_flight: dict[str, asyncio.Future[int]] = {}  # counter subject -> its increment in flight
+        self._rate_open: dict[str, _RateBatch] = {}  # counter subject -> the batch waiting behind it
+        self._rate_tasks: set[asyncio.Future[None]] = set()
         self._forwards: dict[str, dict[str, Forward]] = {}
         self._watch_task: asyncio.Task[None] | None = None
         self._watcher: Any = None
@@ -220,7 +240,8 @@ class ChannelStore:
     # --- rate limits ------------------------------------------------------------------------
     async def allow(self, channel: str, topic: str, limit: int) -> bool:
         """One more message on (channel, topic) this second, if under ``limit``: counted here
-        first (a topic already over its limit costs no round trip), then on the shared counter."""
+        first (a topic already over its limit costs no round trip), then on the shared counter
+        (concurrent messages on one counter share a round trip: ``_shared_count``)."""
         sec = int(self.clock())
         key = (channel, topic)
         window = self._local.get(key)
@@ -234,8 +255,57 @@ class ChannelStore:
         window[1] += 1
         if self.settings.rate_limit_scope == "instance":
             return True
-        ack = await self.log.publish_ack(self.subjects.channel_rate(channel, sec, topic), b"", {"Nats-Incr": "+1"})
-        return int(ack.get("val", "0")) <= limit
+        return await self._shared_count(self.subjects.channel_rate(channel, sec, topic)) <= limit
+
+    async def _incr(self, subject: str, n: int) -> int:
+        ack = await self.log.publish_ack(subject, b"", {"Nats-Incr": f"+{n}"})
+        return int(ack.get("val", "0"))
+
+    async def _shared_count(self, subject: str) -> int:
+        """This message's place in the counter ``subject`` (across every instance). Alone, one
+        ``+1``. While an increment of that counter is in flight, the messages that arrive join one
+        batch, sent as one ``+n`` when it is answered: the counter's new value V gives them the
+        places V-n+1 .. V, the same places n separate ``+1`` would have given (ADR 0007)."""
+        batch = self._rate_open.get(subject)
+        if batch is not None:  # join the batch waiting behind the increment in flight
+            batch.n += 1
+            place = batch.n
+            value = await asyncio.shield(batch.done)
+            return value - batch.n + place
+        ahead = self._rate_flight.get(subject)
+        if ahead is None:  # nothing in flight: go alone, at once
+            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            self._rate_flight[subject] = done
+            try:
+                return await self._incr(subject, 1)
+            finally:
+                done.set_result(0)  # only "answered" matters to a batch behind
+                if self._rate_flight.get(subject) is done:
+                    del self._rate_flight[subject]
+        batch = _RateBatch(asyncio.get_running_loop().create_future())
+        self._rate_open[subject] = batch
+        # its own task: whoever is cancelled, the batch is still sent and answered
+        task = asyncio.ensure_future(self._send_batch(subject, batch, ahead))
+        self._rate_tasks.add(task)
+        task.add_done_callback(self._rate_tasks.discard)
+        value = await asyncio.shield(batch.done)
+        return value - batch.n + 1
+
+    async def _send_batch(self, subject: str, batch: _RateBatch, ahead: asyncio.Future[int]) -> None:
+        await asyncio.wait((ahead,))
+        if self._rate_open.get(subject) is batch:
+            del self._rate_open[subject]  # closed: later messages start the next batch
+        self._rate_flight[subject] = batch.done
+        try:
+            batch.done.set_result(await self._incr(subject, batch.n))
+        except Exception as exc:  # every message of the batch gets the error, as each would have
+            batch.done.set_exception(exc)
+        except asyncio.CancelledError:  # shutting down: its messages are cancelled too
+            batch.done.cancel()
+            raise
+        finally:
+            if self._rate_flight.get(subject) is batch.done:
+                del self._rate_flight[subject]
 
     # --- replay guard (esdb_gater.shared.security.signing.ReplayGuard) --------------------------------------------
     async def first_seen(self, signature: str, expires_at: float) -> bool:

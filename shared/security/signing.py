@@ -33,6 +33,7 @@ import base64
 import decimal
 import hashlib
 import hmac
+import json.encoder as json_encoder
 import logging
 import math
 import os
@@ -105,31 +106,68 @@ def _number(value: float) -> str:
     return sign + out
 
 
-_ESC: Final = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _string(value: str) -> str:
-    out = ['"']
-    for ch in value:
-        esc = _ESC.get(ch)
-        if esc is not None:
-            out.append(esc)
-        elif ch < " ":
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+# Strings: the C encoder of the json module escapes exactly what JSON.stringify escapes
+# (``" \\ \b \f \n \r \t``, other characters below U+0020 as lowercase ``\u00xx``) and passes
+# everything else through, lone surrogates included (``canonical_json`` then refuses them).
+_string: Final = json_encoder.encode_basestring
 
 
 def _utf16_key(key: str) -> bytes:
     return key.encode("utf-16-be", "surrogatepass")
 
 
+def _sorted_keys(value: Mapping[Any, Any]) -> list[str]:
+    """The keys in UTF-16 code unit order. For ASCII keys that is plain ``sorted``."""
+    keys = list(value)
+    try:
+        ascii_only = "".join(keys).isascii()  # join: a TypeError unless every key is a str
+    except TypeError:
+        raise ValueError("object keys must be strings") from None
+    if ascii_only:
+        keys.sort()
+    else:
+        keys.sort(key=_utf16_key)
+    return keys
+
+
 def _encode(value: Any, out: list[str], depth: int) -> None:
     if depth > 64:
         raise ValueError("nesting deeper than 64 levels")
-    if value is None:
+    t = type(value)  # the exact types a decoder gives first; subclasses take the isinstance tests below
+    if t is str:
+        out.append(_string(value))
+    elif t is int:
+        out.append(str(value))
+    elif t is dict or (t is not list and t is not tuple and isinstance(value, Mapping)):
+        out.append("{")
+        first = True
+        inline = depth < 64  # a value one level down may be written here (the depth check passes)
+        for key in _sorted_keys(value):
+            if first:
+                first = False
+            else:
+                out.append(",")
+            out.append(_string(key))
+            out.append(":")
+            item = value[key]
+            if inline and type(item) is str:  # the common leaves without a call
+                out.append(_string(item))
+            elif inline and type(item) is int:
+                out.append(str(item))
+            else:
+                _encode(item, out, depth + 1)
+        out.append("}")
+    elif t is list or t is tuple or isinstance(value, list | tuple):
+        out.append("[")
+        first = True
+        for item in value:
+            if first:
+                first = False
+            else:
+                out.append(",")
+            _encode(item, out, depth + 1)
+        out.append("]")
+    elif value is None:
         out.append("null")
     elif value is True:
         out.append("true")
@@ -141,25 +179,6 @@ def _encode(value: Any, out: list[str], depth: int) -> None:
         out.append(_number(value))
     elif isinstance(value, str):
         out.append(_string(value))
-    elif isinstance(value, Mapping):
-        out.append("{")
-        keys = list(value)
-        if not all(isinstance(k, str) for k in keys):
-            raise ValueError("object keys must be strings")
-        for i, key in enumerate(sorted(keys, key=_utf16_key)):
-            if i:
-                out.append(",")
-            out.append(_string(key))
-            out.append(":")
-            _encode(value[key], out, depth + 1)
-        out.append("}")
-    elif isinstance(value, list | tuple):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _encode(item, out, depth + 1)
-        out.append("]")
     else:
         raise ValueError(f"{type(value).__name__} is not a JSON value")
 
@@ -179,6 +198,21 @@ def canonical_json(value: Any) -> bytes:
 
 def _as_bytes(secret: bytes | str) -> bytes:
     return secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+
+
+_KEYED_MAX: Final = 16
+_keyed_cache: dict[bytes, hmac.HMAC] = {}
+
+
+def _keyed(secret: bytes) -> hmac.HMAC:
+    """An HMAC-SHA256 object with ``secret`` already absorbed; callers ``copy()`` it (the key
+    schedule is done once per secret, not per message). At most ``_KEYED_MAX`` secrets are kept."""
+    mac = _keyed_cache.get(secret)
+    if mac is None:
+        if len(_keyed_cache) >= _KEYED_MAX:
+            _keyed_cache.clear()
+        mac = _keyed_cache[secret] = hmac.new(secret, digestmod=hashlib.sha256)
+    return mac
 
 
 def set_secret(secret: bytes | str) -> None:
@@ -223,8 +257,9 @@ def resolve_secret(value: str | None, file: str | Path | None) -> tuple[bytes, s
 def signature_of(message: Mapping[str, Any], secret: bytes | str) -> str:
     """Base64 HMAC-SHA256 over the canonical JSON of ``message`` minus ``signature``."""
     body = {k: v for k, v in message.items() if k != SIGNATURE}
-    mac = hmac.new(_as_bytes(secret), canonical_json(body), hashlib.sha256).digest()
-    return base64.b64encode(mac).decode("ascii")
+    mac = _keyed(_as_bytes(secret)).copy()
+    mac.update(canonical_json(body))
+    return base64.b64encode(mac.digest()).decode("ascii")
 
 
 def sign(message: Mapping[str, Any], secret: bytes | str | None = None, *, now: int | None = None) -> dict[str, Any]:
