@@ -62,3 +62,18 @@ async def test_no_op_answers_internal(wire: Wire, store: str, body: Any) -> None
     check = await wire.raw("esdb.api._.health.check", data, wait=10)
     if check.is_error:
         check.error("invalid_request")
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["esdb.api.{store}.stream.append", "esdb.api._.channel.publish", "esdb.api.{store}.snapshot.record"],
+)
+async def test_raw_surrogate_bytes_are_invalid_json_not_internal(wire: Wire, store: str, subject: str) -> None:
+    """UTF-8 bytes of a lone surrogate (ED A0 80) inside a string: json.loads lets them through
+    as a surrogate that failed only when stored or signed (``internal``); now ``invalid_request``."""
+    body = (
+        b'{"stream_id":"s","expected_version":-2,"events":[{"event_type":"E","data":{"a":"x\xed\xa0\x80"}}],'
+        b'"channel":"events","topic":"t","payload":{"a":"x\xed\xa0\x80"},"version":0,"data":{"a":"x\xed\xa0\x80"}}'
+    )
+    reply = await wire.raw(subject.format(store=store), body, wait=10)
+    reply.error("invalid_request")

@@ -4,13 +4,14 @@ filter and error-reply fallback, and the event log's tolerance of corrupt entrie
 from __future__ import annotations
 
 import json
+import random
 import struct
 from typing import Any
 
 import msgpack
 import pytest
 
-from esdb_gater.shared.core.codec import INT_MAX, INT_MIN, JSON, MSGPACK, check_value
+from esdb_gater.shared.core.codec import _JSON_SUSPECT, INT_MAX, INT_MIN, JSON, MSGPACK, _json_suspect, check_value
 from esdb_gater.shared.core.errors import InvalidRequestError, NotFoundError
 from esdb_gater.shared.log.eventlog import Commit, CorruptEntryError, commit_of, decode_commit, encode_events, is_commit
 from esdb_gater.shared.log.jetstream import StoredMsg
@@ -52,6 +53,26 @@ def test_json_refuses(raw: bytes, field: str) -> None:
 )
 def test_json_accepts(raw: bytes) -> None:
     assert JSON.decode(raw) == json.loads(raw)
+
+
+@pytest.mark.parametrize("raw", [b'{"a":"x\xed\xa0\x80"}', b'{"\xed\xbf\xbf":1}', b'{"a":"\xff"}'])
+def test_json_refuses_bytes_that_are_not_utf8_even_raw_surrogates(raw: bytes) -> None:
+    """json.loads decodes with surrogatepass: raw surrogate bytes became a lone surrogate that no
+    escape scan sees and that failed later, as ``internal``. Now the body is not valid JSON."""
+    with pytest.raises(InvalidRequestError) as ei:
+        JSON.decode(raw)
+    assert ei.value.details["field"] == "body"
+
+
+def test_the_suspect_scan_finds_what_the_regex_finds() -> None:
+    """``_json_suspect`` (a byte translation and substring tests) against the regex it replaced."""
+    rnd = random.Random(11)
+    alphabet = b'0123456789eE+-\\udD89aAfF {}":,.x'
+    for _ in range(50_000):
+        data = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 40)))
+        if rnd.random() < 0.3:
+            data += b"7" * rnd.randint(15, 22)
+        assert _json_suspect(data) == bool(_JSON_SUSPECT.search(data)), data
 
 
 def test_msgpack_refuses_non_finite_and_bytes_keys_and_big_timestamps() -> None:
