@@ -46,6 +46,8 @@ def _json_suspect(data: bytes) -> bool:
     if b"0000000000000000000" in t or b"e000" in t or b"e+000" in t:
         return True
     return b"\\u" in data and _SURROGATE_ESCAPE.search(data) is not None
+
+
 _MSGPACK_SUSPECT: Final = re.compile(rb"[\xc4-\xc6\xca\xcb\xc7-\xc9\xd4-\xd8]")
 
 
