@@ -1,10 +1,11 @@
 """Subscription catch-up: how fast the subscription service delivers a stored stream to a
-subscriber that acks every event, against a raw JetStream ordered consumer reading the same
-log subject (msgpack-decoding each commit) in the same run."""
+subscriber that acks every event (or every batch, ``batch=True``), against a raw JetStream
+ordered consumer reading the same log subject (msgpack-decoding each commit) in the same run."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any
@@ -18,9 +19,14 @@ from esdb_gater.bench.measure import Sample
 __all__ = ["gateway_catch_up", "raw_ordered_catch_up"]
 
 
-async def gateway_catch_up(nc: Client, store: str, stream_id: str, n: int, within: float = 120.0) -> Sample:
+async def gateway_catch_up(
+    nc: Client, store: str, stream_id: str, n: int, within: float = 120.0, *, batch: bool = False, codec: str = "json"
+) -> Sample:
     """Save a subscription from the start of ``stream_id`` and time the arrival of all ``n``
-    events at our subject, acking each natively (a reply to the delivery)."""
+    events at our subject, acking each natively (a reply to the delivery). ``batch``: delivery
+    ``batch`` (up to 100 events a message, each decoded here with ``codec``) and one native ack
+    per batch."""
+    decode = msgpack.unpackb if codec == "msgpack" else json.loads
     subject = f"bench.sub.{uuid.uuid4().hex[:8]}"
     name = f"bench-{uuid.uuid4().hex[:8]}"
     count = 0
@@ -28,7 +34,7 @@ async def gateway_catch_up(nc: Client, store: str, stream_id: str, n: int, withi
 
     async def on_msg(msg: Msg) -> None:
         nonlocal count
-        count += 1
+        count += len(decode(msg.data)["events"]) if batch else 1
         await msg.respond(b"")
         if count >= n and not done.done():
             done.set_result(None)
@@ -42,6 +48,8 @@ async def gateway_catch_up(nc: Client, store: str, stream_id: str, n: int, withi
         "subscriber": subject,
         "max_in_flight": 1000,
     }
+    if batch:
+        body |= {"delivery": "batch", "batch_max": 100, "codec": codec}
     started = time.perf_counter()
     reply = await nc.request(f"esdb.api.{store}.subscription.save", _json(body), timeout=10)
     if reply.headers and "Nats-Service-Error-Code" in reply.headers:
@@ -82,6 +90,4 @@ async def raw_ordered_catch_up(nc: Client, stream: str, subject: str, n: int, wi
 
 
 def _json(body: dict[str, Any]) -> bytes:
-    import json
-
     return json.dumps(body).encode()

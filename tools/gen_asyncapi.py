@@ -287,6 +287,33 @@ def build() -> dict[str, Any]:
         },
         "payload": refs[(RecordedEvent, "serialization")],
     }
+    messages["subscription.batch"] = {
+        "name": "subscription.batch",
+        "title": "Subscription batch delivery",
+        "summary": "several events of a subscription saved with delivery 'batch' (ADR 0024), in log order; "
+        "one reply acknowledges them all",
+        "contentType": JSON_CT,
+        "headers": {
+            "type": "object",
+            "properties": {
+                h: {"type": "string"}
+                for h in (
+                    "Esdb-Subscription",
+                    "Esdb-Subscription-Key",
+                    "Esdb-Batch-Count",
+                    "Esdb-Batch-First-Position",
+                    "Esdb-Batch-Last-Position",
+                    "Esdb-Delivery-Attempt",
+                    "Content-Type",
+                )
+            },
+        },
+        "payload": {
+            "type": "object",
+            "properties": {"events": {"type": "array", "items": refs[(RecordedEvent, "serialization")]}},
+            "required": ["events"],
+        },
+    }
     channels["subscription.delivery"] = {
         "address": "{subscriber}",
         "title": "persistent subscription deliveries",
@@ -294,14 +321,20 @@ def build() -> dict[str, Any]:
         "parameters": {
             "subscriber": _param("the `subscriber` subject of subscription.save", examples=["billing.orders"])
         },
-        "messages": {"delivery": _ref("#/components/messages/subscription.delivery")},
+        "messages": {
+            "delivery": _ref("#/components/messages/subscription.delivery"),
+            "batch": _ref("#/components/messages/subscription.batch"),
+        },
     }
     operations["subscription.deliver"] = {
         "action": "send",
         "title": "subscription.deliver",
         "summary": "the subscription service delivers each event; an empty reply or +ACK acknowledges, -NAK redelivers",
         "channel": _ref("#/channels/subscription.delivery"),
-        "messages": [_ref("#/channels/subscription.delivery/messages/delivery")],
+        "messages": [
+            _ref("#/channels/subscription.delivery/messages/delivery"),
+            _ref("#/channels/subscription.delivery/messages/batch"),
+        ],
     }
 
     return {

@@ -8,6 +8,10 @@ the commit is acked in JetStream; unacked commits come back after ``ack_wait``/`
 their unacked events are delivered again; on the delivery after ``max_deliver`` the remaining
 events are parked in the dead-letter stream and the commit is acked.
 
+ADR 0024: with ``delivery: "batch"`` several events go out as one message (one reply acks them
+all); with ``ack: "cumulative"`` an ack also covers every event delivered before it; both use a
+consumer with ack policy "all", acked once for the highest finished prefix of commits.
+
 The supervisor in every instance watches the definitions, takes free leases, renews its own,
 and stops a driver whose lease it lost or whose subscription was removed.
 """
@@ -15,12 +19,15 @@ and stops a driver whose lease it lost or whose subscription was removed.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import hmac
+import itertools
 import json
 import logging
 import re
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +45,9 @@ from esdb_gater.services.subscription.store import (
 )
 from esdb_gater.shared.core.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, Codec
 from esdb_gater.shared.core.subjects import (
+    H_BATCH_COUNT,
+    H_BATCH_FIRST_POSITION,
+    H_BATCH_LAST_POSITION,
     H_DELIVERY_ATTEMPT,
     H_EVENT_VERSION,
     H_POSITION,
@@ -54,7 +64,7 @@ from esdb_gater.shared.log.lease import Lease, LeaseSupervisor
 from esdb_gater.shared.runtime.endpoint import drop_reply, own_inbox, reply_allowed
 from esdb_gater.shared.security.authz import control_allowed
 
-__all__ = ["Driver", "Supervisor", "matcher", "pattern_regex"]
+__all__ = ["Driver", "Supervisor", "js_meta", "matcher", "pattern_regex"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,10 @@ _STORED_HEADERS = (
 
 # (store, events) -> the events at their type's current schema version (esdb_gater.shared.upcasting.registry)
 Upcaster = Callable[[str, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+
+
+def _log_order(item: tuple[int, dict[str, Any]]) -> tuple[int, int]:
+    return item[0], item[1]["version"]
 
 
 def _contains(data: Any, pattern: Any) -> bool:
@@ -102,10 +116,32 @@ def matcher(d: Definition) -> Callable[[dict[str, Any]], bool]:
     return lambda ev: bool(ev["tags"]) and not wanted.isdisjoint(ev["tags"])
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
+    """A commit delivered and not yet finished (every event acked or parked)."""
+
     msg: Msg
+    stream_id: str
     remaining: dict[int, dict[str, Any]] = field(default_factory=dict)  # version → event
+    done: bool = False  # finished; with ack policy "all" it waits for the commits before it
+    parked: bool = False
+
+
+def js_meta(reply: str | None) -> tuple[int, int, int, int] | None:
+    """(stream seq, deliveries, pending, timestamp ns) from a JetStream delivery's reply subject
+    (``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>``, or the form with
+    domain and account hash first); None for any other subject."""
+    if not reply or not reply.startswith("$JS.ACK."):
+        return None
+    t = reply.split(".")
+    try:
+        if len(t) == 9:
+            return int(t[5]), int(t[4]), int(t[8]), int(t[7])
+        if len(t) >= 11:
+            return int(t[7]), int(t[6]), int(t[10]), int(t[9])
+    except ValueError:
+        return None
+    return None
 
 
 class Driver:
@@ -126,13 +162,30 @@ class Driver:
         self.upcast = upcast
         self.codec: Codec = MSGPACK if d.codec == "msgpack" else JSON
         self.match = matcher(d)
+        self.match_all = d.type == "stream" and (d.selector == "$all" or d.skip_below_version <= 0)
+        self.batched = d.delivery == "batch"
         # in every delivery's reply subject: the control subjects are under the store's API space,
         # so without it anyone allowed to call the store could ack (or -NAK) deliveries made to
         # someone else by guessing sequence numbers
         self.nonce = secrets.token_hex(8)
+        self.ack_all = d.consumer_ack == "all"
         self.pending: dict[int, _Pending] = {}  # commit seq → pending
+        self.order: deque[int] = deque()  # the pending commits' seqs, ascending (may hold finished ones)
+        self.undone = 0  # pending commits not finished: what max_in_flight bounds
         self.by_event: dict[tuple[str, int], int] = {}  # (stream_id, version) → commit seq
         self.replays: dict[int, asyncio.Future[bool]] = {}  # parked seq → acked?
+        # batch delivery: events waiting for the next batch message, and the batches sent
+        self.buf: list[tuple[int, dict[str, Any]]] = []  # (commit seq, event)
+        self.buf_attempt = 1
+        self.batches: dict[int, list[tuple[int, int]]] = {}  # batch number → (commit seq, version)
+        self.batch_no = 0
+        self.max_batches = 2 * d.max_in_flight + 16
+        # ack policy "all" after a take-over: commits the previous holder left unacked sit at or
+        # below this consumer stream seq; no JetStream ack until each came back to us (ADR 0024)
+        self.hold: tuple[int, int] | None = None  # (delivered stream seq at start, unacked then)
+        self.hold_seen: set[int] = set()
+        self.hold_checked = 0.0
+        self._stream_ids: dict[str, str] = {}  # log subject → stream id
         self._room = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ctl_sub: Subscription | None = None
@@ -173,87 +226,186 @@ class Driver:
             self._ctl_sub = None
 
     # --- pulling and delivering ---------------------------------------------------------------
+    async def _take_over(self) -> None:
+        """Ack policy "all": commits a previous holder left unacked must come back to us before
+        any JetStream ack, or acking a later commit would ack them unseen."""
+        if not self.ack_all:
+            return
+        info = await self.store.consumer_info(self.d) or {}
+        left = int(info.get("num_ack_pending", 0))
+        if left > 0:
+            self.hold = (int(info.get("delivered", {}).get("stream_seq", 0)), left)
+
     async def _run(self) -> None:
-        """Pull requests of up to ``room`` messages, answered on our own inbox: messages are
-        handled in the inbox callback as they arrive (nats-py's ``fetch`` spends a task per
-        message); a status message (408 expired, 404 nothing) or a full batch ends a request."""
+        """Pull requests of up to ``room`` messages, each with its own reply subject (its status
+        messages come there; its messages carry their log subject). Messages are handled as they
+        arrive (nats-py's ``fetch`` spends a task per message); a status message (408 expired,
+        404 nothing, 409) or a full batch ends a request. Two requests are open at a time, so
+        JetStream sends the next batch while we handle one."""
         inbox = self.nc.new_inbox()
         pull = f"$JS.API.CONSUMER.MSG.NEXT.{self.subjects.log_stream(self.d.store)}.{self.d.consumer}"
-        state = {"left": 0}
-        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        open_: dict[str, int] = {}  # request token → messages still to come
+        state = {"busy": False, "seen": loop.time()}
+
+        async def end(token: str) -> None:
+            open_.pop(token, None)
+            await self._flush_quietly()  # a batch never waits for commits that are not there
+            self._room.set()
 
         async def on_msg(msg: Msg) -> None:
+            state["seen"] = loop.time()
             hdrs = msg.headers
-            if hdrs is not None and H_STATUS in hdrs and not msg.data:
-                if hdrs[H_STATUS] in ("404", "408", "409"):  # nothing now / expired / consumer gone
-                    done.set()
+            if hdrs is not None and H_STATUS in hdrs and not msg.data:  # on the request's own subject
+                status = hdrs[H_STATUS]
+                if status in ("404", "408", "409"):  # nothing now / expired / consumer gone or full
+                    state["busy"] = status == "409"
+                    await end(msg.subject.rpartition(".")[2])
                 return
             try:
                 await self._handle(msg)
             except Exception:
                 log.exception("subscription %s: could not deliver a commit", self.d.key)
-            state["left"] -= 1
-            if state["left"] <= 0:
-                done.set()
+            # messages carry the log subject; JetStream fills the open requests in order
+            token = next(iter(open_), None)
+            if token is not None:
+                if open_[token] <= 1:
+                    await end(token)
+                else:
+                    open_[token] -= 1
 
-        sub = await self.nc.subscribe(inbox, cb=on_msg, pending_msgs_limit=50_000)
+        attempt = 0
+        while True:  # never deliver (and ack) without knowing what a previous holder left open
+            try:
+                await self._take_over()
+                break
+            except Exception:
+                attempt += 1
+                log.warning("subscription %s: consumer info failed (attempt %d)", self.d.key, attempt)
+                await asyncio.sleep(min(2.0, 0.2 * attempt))
+        inline = getattr(self.nc, "subscribe_inline", None)  # FastClient: no task switch per message
+        consumer: asyncio.Task[None] | None = None
+        if inline is not None:
+            queue: list[Msg] = []
+            wake = asyncio.Event()
+
+            def on_inline(msg: Msg) -> None:
+                queue.append(msg)
+                wake.set()
+
+            async def consume() -> None:
+                nonlocal queue
+                while True:
+                    await wake.wait()
+                    wake.clear()
+                    msgs, queue = queue, []
+                    for msg in msgs:
+                        await on_msg(msg)
+
+            sub = await inline(f"{inbox}.*", on_inline)
+            consumer = asyncio.create_task(consume(), name=f"subscription-{self.d.key}-inbox")
+        else:
+            sub = await self.nc.subscribe(f"{inbox}.*", cb=on_msg, pending_msgs_limit=50_000)
+        step = min(self.d.max_in_flight, 256)
+        n = 0
         try:
             while True:
-                room = self.d.max_in_flight - len(self.pending)
-                if room <= 0:
-                    self._room.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._room.wait(), 1.0)
+                if self.hold is not None:
+                    await self._advance()
+                room = self.d.max_in_flight - self.undone - sum(open_.values())
+                if len(open_) < 2 and room >= max(1, step // 2) and not state["busy"]:
+                    n += 1
+                    batch = min(room, step)
+                    open_[str(n)] = batch
+                    await self.nc.publish(
+                        pull, json.dumps({"batch": batch, "expires": 1_000_000_000}).encode(), reply=f"{inbox}.{n}"
+                    )
                     continue
-                batch = min(room, 256)
-                state["left"] = batch
-                done.clear()
-                await self.nc.publish(
-                    pull, json.dumps({"batch": batch, "expires": 1_000_000_000}).encode(), reply=inbox
-                )
-                try:
-                    await asyncio.wait_for(done.wait(), 2.0)
-                except TimeoutError:  # no answer at all (consumer or server gone): ask again calmly
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), 1.0)
+                if state["busy"]:  # JetStream holds more unacked commits than we count (a take-over)
+                    await asyncio.sleep(0.1)
+                    state["busy"] = False
+                if open_ and loop.time() - state["seen"] > 2.5:  # no answer at all: consumer or server gone
+                    open_.clear()
+                    await self._flush_quietly()
                     await asyncio.sleep(0.2)
         finally:
+            if consumer is not None:
+                consumer.cancel()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
+    def _stream_id(self, subject: str) -> str:
+        """The stream id of a log subject (cached); ValueError for a foreign message."""
+        sid = self._stream_ids.get(subject)
+        if sid is None:
+            sid = self.subjects.stream_id_of(subject)
+            if len(self._stream_ids) >= 4096:
+                self._stream_ids.clear()
+            self._stream_ids[subject] = sid
+        return sid
+
     async def _handle(self, msg: Msg) -> None:
-        meta = msg.metadata
-        seq = meta.sequence.stream
-        attempt = meta.num_delivered
+        meta = js_meta(msg.reply)
+        if meta is None:
+            return  # not a JetStream delivery
+        seq, attempt, left, ts_ns = meta
+        if self.hold is not None and seq <= self.hold[0]:
+            self.hold_seen.add(seq)
         entry = self.pending.get(seq)
         if entry is None:
-            sm = StoredMsg(
-                subject=msg.subject,
-                seq=seq,
-                ts_ns=int(meta.timestamp.timestamp() * 1e9) if meta.timestamp else 0,
-                headers=msg.headers or {},
-                data=msg.data,
-            )
-            try:
-                stream_id = self.subjects.stream_id_of(msg.subject)
-            except ValueError:  # a message someone else published into the log: skip it
-                await msg.ack()
-                return
-            rows = [ev for ev in decode_commit(sm, stream_id, "subscription") if self.match(ev)]
+            subject = msg.subject
+            stream_id = self._stream_ids.get(subject)
+            if stream_id is None:
+                try:
+                    stream_id = self._stream_id(subject)
+                except ValueError:  # a message someone else published into the log: skip it
+                    await self._finish(seq, self._new_entry(seq, msg, ""))
+                    return
+            rows = decode_commit(StoredMsg(subject, seq, ts_ns, msg.headers or {}, msg.data), stream_id, "subscription")
+            if not self.match_all:
+                rows = [ev for ev in rows if self.match(ev)]
             if rows and self.upcast is not None:
                 rows = await self.upcast(self.d.store, rows)
+            entry = self._new_entry(seq, msg, stream_id)
             if not rows:
-                await msg.ack()
+                await self._finish(seq, entry)
                 return
-            entry = _Pending(msg, {ev["version"]: ev for ev in rows})
-            self.pending[seq] = entry
-            for ev in rows:
-                self.by_event[(stream_id, ev["version"])] = seq
+            remaining = entry.remaining = {ev["version"]: ev for ev in rows}
+            by_event = self.by_event
+            for version in remaining:
+                by_event[(stream_id, version)] = seq
         else:
             entry.msg = msg
+            if entry.done:  # finished, its ack held back (ack all): JetStream sent it again meanwhile
+                return
         if attempt > self.d.max_deliver:
             await self._park(seq, entry, attempt - 1)
             return
-        for ev in list(entry.remaining.values()):
-            await self._deliver(ev, seq, attempt)
+        if self.batched:
+            self.buf.extend([(seq, ev) for ev in entry.remaining.values()])
+            if attempt > self.buf_attempt:
+                self.buf_attempt = attempt
+            if left == 0 or len(self.buf) >= self.d.batch_max:  # nothing more now, or a full batch
+                await self._flush()
+        else:
+            for ev in list(entry.remaining.values()):
+                await self._deliver(ev, seq, attempt)
+
+    def _new_entry(self, seq: int, msg: Msg, stream_id: str) -> _Pending:
+        entry = _Pending(msg, stream_id)
+        self.pending[seq] = entry
+        self.undone += 1
+        order = self.order
+        if not order or seq > order[-1]:
+            order.append(seq)
+        else:
+            bisect.insort(order, seq)
+        if len(order) > 2 * len(self.pending) + 64:  # explicit acks leave finished seqs behind
+            self.order = deque(s for s in order if s in self.pending)
+        return entry
 
     def _headers(self, ev: dict[str, Any], attempt: int | str) -> dict[str, str]:
         h = {
@@ -277,38 +429,181 @@ class Driver:
         )
         self.delivered += 1
 
+    async def _flush_quietly(self) -> None:
+        try:
+            await self._flush()
+        except Exception:
+            log.exception("subscription %s: could not deliver a batch", self.d.key)
+
+    async def _flush(self) -> None:
+        """Send the buffered events as batch messages of at most ``batch_max`` events, in log order."""
+        buf = self.buf
+        if not buf:
+            return
+        self.buf = []
+        attempt, self.buf_attempt = self.buf_attempt, 1
+        buf.sort(key=_log_order)  # redelivered commits come back after later ones
+        size = self.d.batch_max
+        for i in range(0, len(buf), size):
+            await self._send_batch(buf[i : i + size], attempt)
+
+    async def _send_batch(self, part: list[tuple[int, dict[str, Any]]], attempt: int) -> None:
+        body = self.codec.encode({"events": [ev for _, ev in part]})
+        if len(body) + 1024 > self.nc.max_payload and len(part) > 1:  # too big for one message (headers too): halve it
+            half = len(part) // 2
+            await self._send_batch(part[:half], attempt)
+            await self._send_batch(part[half:], attempt)
+            return
+        self.batch_no += 1
+        self.batches[self.batch_no] = [(seq, ev["version"]) for seq, ev in part]
+        while len(self.batches) > self.max_batches:  # unanswered batches: their events come back anyway
+            del self.batches[next(iter(self.batches))]
+        headers = {
+            H_SUBSCRIPTION: encode_token(self.d.name),
+            H_SUBSCRIPTION_KEY: self.d.key,
+            H_BATCH_COUNT: str(len(part)),
+            H_BATCH_FIRST_POSITION: str(part[0][0]),
+            H_BATCH_LAST_POSITION: str(part[-1][0]),
+            H_DELIVERY_ATTEMPT: str(attempt),
+        }
+        if self.codec is MSGPACK:
+            headers[CONTENT_TYPE_HEADER] = MSGPACK.content_type
+        reply = self.subjects.subscription_batch_ack(self.d.store, self.d.key, self.nonce, self.batch_no)
+        await self.nc.publish(self.d.subscriber, body, reply=reply, headers=headers)
+        self.delivered += len(part)
+        # let the write go out now, not after the rest of the pulled messages are handled
+        await asyncio.sleep(0)
+
     async def _park(self, seq: int, entry: _Pending, attempts: int) -> None:
         for ev in entry.remaining.values():
             headers = self._headers(ev, attempts)
             await self.store.park(self.d, JSON.encode(ev), headers)
-        await entry.msg.ack()
-        self._forget(seq, entry)
+        entry.parked = True
+        await self._finish(seq, entry)
 
-    def _forget(self, seq: int, entry: _Pending) -> None:
-        self.pending.pop(seq, None)
-        for ev in entry.remaining.values():
-            self.by_event.pop((ev["stream_id"], ev["version"]), None)
+    # --- acks -----------------------------------------------------------------------------------
+    async def _finish(self, seq: int, entry: _Pending, *, advance: bool = True) -> None:
+        """Every event of the commit is acked or parked (or none matched): ack it in JetStream,
+        or (ack policy "all") once every commit before it is finished too."""
+        if entry.done:
+            return
+        for version in entry.remaining:
+            self.by_event.pop((entry.stream_id, version), None)
+        entry.remaining.clear()
+        entry.done = True
+        self.undone -= 1
         self._room.set()
-
-    async def ack(self, stream_id: str, version: int) -> bool:
-        seq = self.by_event.pop((stream_id, version), None)
-        if seq is None:
-            return False
-        entry = self.pending.get(seq)
-        if entry is None:
-            return False
-        entry.remaining.pop(version, None)
-        if not entry.remaining:
+        if not self.ack_all:
             self.pending.pop(seq, None)
             await entry.msg.ack()
-            self._room.set()
+        elif advance:
+            await self._advance()
+
+    async def _advance(self) -> None:
+        """Ack policy "all": one JetStream ack for the highest commit below which every pending
+        commit is finished."""
+        if self.hold is not None and not await self._hold_released():
+            return
+        order, pending = self.order, self.pending
+        top: _Pending | None = None
+        while order:
+            entry = pending.get(order[0])
+            if entry is not None and not entry.done:
+                break
+            seq = order.popleft()
+            if entry is not None:
+                del pending[seq]
+                top = entry
+        if top is not None:
+            await top.msg.ack()
+
+    async def _hold_released(self) -> bool:
+        """After a take-over: every commit the previous holder left unacked came back to us, or
+        JetStream holds no more unacked commits than we know of (at most one look a second)."""
+        assert self.hold is not None
+        seen_all = len(self.hold_seen) >= self.hold[1]
+        if not seen_all:
+            now = asyncio.get_running_loop().time()
+            if now - self.hold_checked < 1.0:
+                return False
+            self.hold_checked = now
+            info = await self.store.consumer_info(self.d) or {}
+            # our parked commits may have left JetStream's count already: do not count them
+            ours = sum(1 for e in self.pending.values() if not e.parked)
+            seen_all = int(info.get("num_ack_pending", 0)) <= ours
+        if seen_all:
+            self.hold = None
+            self.hold_seen.clear()
+        return seen_all
+
+    async def _ack_one(self, seq: int, version: int) -> bool:
+        entry = self.pending.get(seq)
+        if entry is None or entry.done or entry.remaining.pop(version, None) is None:
+            return False
+        self.by_event.pop((entry.stream_id, version), None)
+        if not entry.remaining:
+            await self._finish(seq, entry, advance=False)
         return True
+
+    async def _ack_through(self, seq: int, version: int) -> bool:
+        """Cumulative: every delivered event before commit ``seq``, and those of ``seq`` up to ``version``."""
+        found = False
+        for s in list(itertools.takewhile(lambda x: x <= seq, self.order)):
+            entry = self.pending.get(s)
+            if entry is None or entry.done:
+                continue
+            if s < seq:
+                found = True
+                await self._finish(s, entry, advance=False)
+            else:
+                for v in [v for v in entry.remaining if v <= version]:
+                    found = await self._ack_one(s, v) or found
+        return found
+
+    async def ack(self, stream_id: str, version: int, cumulative: bool | None = None) -> bool:
+        """An ack of one delivered event (and, cumulative, of every event delivered before it);
+        False when that event is not outstanding."""
+        seq = self.by_event.get((stream_id, version))
+        if seq is None:
+            return False
+        return await self.ack_at(seq, version, cumulative)
+
+    async def ack_at(self, seq: int, version: int, cumulative: bool | None = None) -> bool:
+        """``ack`` by position: a cumulative one works even when that event itself was acked before."""
+        if cumulative if cumulative is not None else self.d.ack == "cumulative":
+            found = await self._ack_through(seq, version)
+        else:
+            found = await self._ack_one(seq, version)
+        if self.ack_all:
+            await self._advance()
+        return found
+
+    async def ack_batch(self, items: list[tuple[int, int]]) -> None:
+        if self.d.ack == "cumulative":
+            await self._ack_through(*items[-1])
+        else:
+            pending, by_event = self.pending, self.by_event
+            for seq, version in items:  # _ack_one, inline: a batch holds up to 1000 events
+                entry = pending.get(seq)
+                if entry is None or entry.done or entry.remaining.pop(version, None) is None:
+                    continue
+                by_event.pop((entry.stream_id, version), None)
+                if not entry.remaining:
+                    await self._finish(seq, entry, advance=False)
+        if self.ack_all:
+            await self._advance()
 
     async def nak(self, stream_id: str, version: int) -> None:
         seq = self.by_event.get((stream_id, version))
         entry = self.pending.get(seq) if seq is not None else None
-        if entry is not None:
+        if entry is not None and not entry.done:
             await entry.msg.nak()
+
+    async def nak_batch(self, items: list[tuple[int, int]]) -> None:
+        for seq in dict.fromkeys(seq for seq, _ in items):
+            entry = self.pending.get(seq)
+            if entry is not None and not entry.done:
+                await entry.msg.nak()
 
     # --- control subjects -----------------------------------------------------------------------
     async def _on_control(self, msg: Msg) -> None:
@@ -326,17 +621,25 @@ class Driver:
             if ctl.kind == "native_ack":  # native ack/nak of a delivery
                 if not hmac.compare_digest(ctl.nonce, self.nonce):
                     return  # not a reply to one of this driver's deliveries
-                entry = self.pending.get(ctl.seq)
-                if entry is None:
-                    return
-                version = ctl.version
-                ev = entry.remaining.get(version)
-                if ev is None:
-                    return
                 if msg.data.strip().startswith(b"-NAK"):
+                    entry = self.pending.get(ctl.seq)
+                    if entry is None or ctl.version not in entry.remaining:
+                        return
                     await entry.msg.nak()
                 else:
-                    await self.ack(ev["stream_id"], version)
+                    await self.ack_at(ctl.seq, ctl.version)
+                if msg.reply:
+                    await msg.respond(b"")
+            elif ctl.kind == "batch_ack":  # native ack/nak of a batch delivery
+                if not hmac.compare_digest(ctl.nonce, self.nonce):
+                    return
+                items = self.batches.pop(ctl.seq, None)
+                if not items:
+                    return
+                if msg.data.strip().startswith(b"-NAK"):
+                    await self.nak_batch(items)
+                else:
+                    await self.ack_batch(items)
                 if msg.reply:
                     await msg.respond(b"")
             elif ctl.kind == "parked_ack":  # native ack of a replayed parked event
@@ -354,7 +657,7 @@ class Driver:
                 log.debug("subscription %s: refused a control message without the service credential", self.d.key)
             elif ctl.kind == "ack":
                 req = ControlAck.model_validate_json(msg.data)
-                found = await self.ack(req.stream_id, req.event_number)
+                found = await self.ack(req.stream_id, req.event_number, req.cumulative)
                 await msg.respond(JSON.encode(ControlAckReply(acked=found).model_dump()))
             else:  # replay
                 # in a task: the acks of the replayed events arrive on this same subscription,

@@ -65,6 +65,9 @@ async def _info(ctx: SubCtx, d: Definition) -> SubscriptionInfo:
         backoff_ms=d.backoff_ms,
         codec=d.codec,
         active=holder is not None,
+        delivery=d.delivery,
+        batch_max=d.batch_max,
+        ack=d.ack,
     )
 
 
@@ -137,7 +140,7 @@ async def ack(req: AckRequest, ctx: SubCtx) -> OkResponse:
     errors: list[GatewayError] = []
     for d in defs:
         try:
-            await _at_driver(d, ctx.subs.forward_ack(d, req.stream_id, req.event_number))
+            await _at_driver(d, ctx.subs.forward_ack(d, req.stream_id, req.event_number, req.cumulative))
         except GatewayError as exc:
             errors.append(exc)
     if errors and len(errors) == len(defs):

@@ -3,9 +3,9 @@
 * Definitions and delivery leases: the KV bucket ``<prefix>-subscriptions``, keys
   ``def.<store>.<key>`` and ``lease.<store>.<key>`` (``key`` = hash of type, selector, name).
 * Progress: one durable JetStream consumer per subscription on the store's log stream,
-  ``sub-<key>``, explicit acks, ``max_ack_pending`` = max_in_flight, ``max_deliver`` = the
-  subscription's max_deliver + 1 (the extra delivery is the service's cue to park).
-  Its ack floor is the checkpoint: it only moves forward.
+  ``sub-<key>``, explicit acks (ack all for batch or cumulative definitions, ADR 0024),
+  ``max_ack_pending`` = max_in_flight, ``max_deliver`` = the subscription's max_deliver + 1
+  (the extra delivery is the service's cue to park). Its ack floor is the checkpoint: it only moves forward.
 * Parked events: the stream ``<prefix>-dlq-<store>``, subject ``<prefix>.dlq.<store>.<key>``.
 """
 
@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
@@ -84,6 +84,11 @@ class Definition:
     codec: str
     filter_subject: str
     skip_below_version: int = 0
+    # ADR 0024; definitions saved before these fields load with the defaults (today's behaviour)
+    delivery: Literal["event", "batch"] = "event"
+    batch_max: int = 100
+    ack: Literal["each", "cumulative"] = "each"
+    consumer_ack: Literal["explicit", "all"] = "explicit"  # the consumer's JetStream ack_policy
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -107,6 +112,7 @@ class Definition:
 class ControlAck(BaseModel):
     stream_id: str
     event_number: int
+    cumulative: bool | None = None  # None: the subscription's ack mode
 
 
 class ControlAckReply(BaseModel):
@@ -151,11 +157,13 @@ class SubscriptionStore:
         await self.stores.ensure(store, create=create)
 
     # --- the instance delivering a subscription (its control subjects, JSON) ------------------
-    async def forward_ack(self, d: Definition, stream_id: str, event_number: int) -> bool:
+    async def forward_ack(
+        self, d: Definition, stream_id: str, event_number: int, cumulative: bool | None = None
+    ) -> bool:
         """ack_event at the instance delivering ``d``: True when it had that event pending."""
         reply = await self.peers.ask(
             self.subjects.subscription_ack(d.store, d.key),
-            ControlAck(stream_id=stream_id, event_number=event_number),
+            ControlAck(stream_id=stream_id, event_number=event_number, cumulative=cumulative),
             ControlAckReply,
             service="subscription",
             codec=JSON,
@@ -209,6 +217,11 @@ class SubscriptionStore:
             max_deliver=req.max_deliver,
             backoff_ms=req.backoff_ms,
             codec=req.codec,
+            delivery=req.delivery,
+            batch_max=req.batch_max,
+            ack=req.ack,
+            # one JetStream ack covers every commit up to it: ADR 0024
+            consumer_ack="all" if req.delivery == "batch" or req.ack == "cumulative" else "explicit",
             filter_subject=(
                 self.subjects.log_subject(store, req.selector)
                 if req.type == "stream" and req.selector != "$all"
@@ -240,7 +253,7 @@ class SubscriptionStore:
             "durable_name": d.consumer,
             "description": f"esdb-gater subscription {d.name[:100]}",
             "filter_subject": d.filter_subject,
-            "ack_policy": "explicit",
+            "ack_policy": d.consumer_ack,
             "ack_wait": d.ack_wait_ms * 1_000_000,
             # one more delivery than the subscriber gets: that last one tells us to park
             "max_deliver": d.max_deliver + 1,

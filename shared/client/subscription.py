@@ -12,7 +12,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from esdb_gater.shared.client.transport import Transport
 from esdb_gater.shared.core.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK
-from esdb_gater.shared.core.subjects import H_DELIVERY_ATTEMPT, H_SUBSCRIPTION
+from esdb_gater.shared.core.subjects import H_BATCH_COUNT, H_DELIVERY_ATTEMPT, H_SUBSCRIPTION
 from esdb_gater.shared.models.subscription import SubscriptionInfo
 
 __all__ = ["Deliveries", "Delivery", "SubscriptionMethods"]
@@ -30,7 +30,8 @@ class SubscriptionMethods(Transport):
         **options: Any,
     ) -> SubscriptionInfo:
         """``save_subscription(store, type, selector, name, start_from, subscriber)``; options:
-        ``max_in_flight``, ``ack_wait_ms``, ``max_deliver``, ``backoff_ms``, ``codec``."""
+        ``max_in_flight``, ``ack_wait_ms``, ``max_deliver``, ``backoff_ms``, ``codec``,
+        ``delivery`` (``"event"`` or ``"batch"``), ``batch_max``, ``ack`` (``"each"`` or ``"cumulative"``)."""
         body = {"type": type, "selector": selector, "name": name, "start_from": start_from, "subscriber": subscriber}
         reply = await self.request(store, "subscription", "save", {**body, **options})
         return SubscriptionInfo.model_validate(reply)
@@ -38,8 +39,17 @@ class SubscriptionMethods(Transport):
     async def remove_subscription(self, store: str, type: str, selector: Any, name: str) -> None:
         await self.request(store, "subscription", "remove", {"type": type, "selector": selector, "name": name})
 
-    async def ack_event(self, store: str, stream_id: str, subscription_name: str, event_number: int) -> None:
-        body = {"stream_id": stream_id, "subscription_name": subscription_name, "event_number": event_number}
+    async def ack_event(
+        self, store: str, stream_id: str, subscription_name: str, event_number: int, *, cumulative: bool | None = None
+    ) -> None:
+        """``cumulative=True``: also every event delivered before it; None: the subscription's ``ack`` mode."""
+        body: dict[str, Any] = {
+            "stream_id": stream_id,
+            "subscription_name": subscription_name,
+            "event_number": event_number,
+        }
+        if cumulative is not None:
+            body["cumulative"] = cumulative
         await self.request(store, "subscription", "ack", body)
 
     async def get_subscriptions(self, store: str) -> list[SubscriptionInfo]:
@@ -62,12 +72,22 @@ class SubscriptionMethods(Transport):
 
 @dataclass
 class Delivery:
-    """One event delivered by a subscription."""
+    """One event delivered by a subscription; or, with ``delivery: "batch"``, one batch
+    (``event`` is then ``{"events": [...]}``; ``events`` works for both)."""
 
     event: dict[str, Any]
     attempt: str
     subscription: str
     msg: Msg
+
+    @property
+    def is_batch(self) -> bool:
+        return H_BATCH_COUNT in (self.msg.headers or {})
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The events of a batch, or the one event."""
+        return list(self.event["events"]) if self.is_batch else [self.event]
 
     @property
     def stream_id(self) -> str:
@@ -78,7 +98,8 @@ class Delivery:
         return int(self.event["version"])
 
     async def ack(self) -> None:
-        """Native ack: reply to the delivery (no extra request to the service)."""
+        """Native ack: reply to the delivery (no extra request to the service); a batch's reply
+        acks all its events."""
         await self.msg.respond(b"+ACK")
 
     async def nak(self) -> None:

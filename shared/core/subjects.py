@@ -50,6 +50,10 @@ H_STREAM_ID: Final = "Esdb-Stream-Id"
 H_EVENT_VERSION: Final = "Esdb-Version"
 H_POSITION: Final = "Esdb-Position"
 H_DELIVERY_ATTEMPT: Final = "Esdb-Delivery-Attempt"
+# a batch delivery (docs/api/subscription.md#batches): how many events, first and last position
+H_BATCH_COUNT: Final = "Esdb-Batch-Count"
+H_BATCH_FIRST_POSITION: Final = "Esdb-Batch-First-Position"
+H_BATCH_LAST_POSITION: Final = "Esdb-Batch-Last-Position"
 H_CHANNEL_SEQ: Final = "Esdb-Seq"
 
 SYSTEM_ROOT: Final = "$"
@@ -60,9 +64,10 @@ _TARGET_RE: Final = re.compile(r"\A[!-~]+\Z")
 
 class ControlSubject(NamedTuple):
     """A parsed subscription control subject (``Subjects.parse_control``): ``kind`` is
-    ``native_ack`` (nonce, seq, version), ``parked_ack`` (nonce, seq), ``ack`` or ``replay``."""
+    ``native_ack`` (nonce, seq, version), ``batch_ack`` (nonce, seq = batch number),
+    ``parked_ack`` (nonce, seq), ``ack`` or ``replay``."""
 
-    kind: Literal["native_ack", "parked_ack", "ack", "replay"]
+    kind: Literal["native_ack", "batch_ack", "parked_ack", "ack", "replay"]
     nonce: str = ""
     seq: int = 0
     version: int = 0
@@ -301,8 +306,9 @@ class Subjects:
     def subscription_control(self, store: str, key: str) -> str:
         """Root of the subjects of the instance delivering a subscription (``.>`` below it):
         ``.ack`` (forwarded ack_event), ``.replay`` (replay_parked), ``.n.<nonce>.<seq>.<version>``
-        (native acks on deliveries) and ``.p.<nonce>.<seq>`` (native acks on replayed parked
-        events). Under ``<prefix>.api.>``, so the clients' API permission covers native acks."""
+        (native acks on deliveries), ``.b.<nonce>.<batch>`` (native acks on batch deliveries) and
+        ``.p.<nonce>.<seq>`` (native acks on replayed parked events). Under ``<prefix>.api.>``,
+        so the clients' API permission covers native acks."""
         return f"{self.prefix}.api.{store}.subscription.ctl.{key}"
 
     def subscription_control_all(self, store: str, key: str) -> str:
@@ -321,6 +327,10 @@ class Subjects:
         """The reply subject of a delivery: the subscriber's ack (or ``-NAK``) of one event."""
         return f"{self.subscription_control(store, key)}.n.{nonce}.{seq}.{version}"
 
+    def subscription_batch_ack(self, store: str, key: str, nonce: str, batch: int) -> str:
+        """The reply subject of a batch delivery: the subscriber's ack (or ``-NAK``) of all its events."""
+        return f"{self.subscription_control(store, key)}.b.{nonce}.{batch}"
+
     def subscription_parked_ack(self, store: str, key: str, nonce: str, seq: int) -> str:
         """The reply subject of a replayed parked event (``seq``: its parked-stream sequence)."""
         return f"{self.subscription_control(store, key)}.p.{nonce}.{seq}"
@@ -335,6 +345,8 @@ class Subjects:
                 return ControlSubject("native_ack", tail[1], int(tail[2]), int(tail[3]))
             if len(tail) == 3 and tail[0] == "p":
                 return ControlSubject("parked_ack", tail[1], int(tail[2]))
+            if len(tail) == 3 and tail[0] == "b":
+                return ControlSubject("batch_ack", tail[1], int(tail[2]))
         except ValueError:
             return None
         if tail == ["ack"]:

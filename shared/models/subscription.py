@@ -54,6 +54,17 @@ class SaveRequest(Request):
         default=None, description="delays between attempts; default: ack_wait_ms each time"
     )
     codec: Literal["json", "msgpack"] = "json"
+    delivery: Literal["event", "batch"] = Field(
+        default="event",
+        description="event: one message per event; batch: one message carrying up to batch_max events "
+        "(body {'events': [...]}, one reply acks them all)",
+    )
+    batch_max: int = Field(default=100, ge=1, le=1000, description="events per batch message (delivery batch)")
+    ack: Literal["each", "cumulative"] = Field(
+        default="each",
+        description="each: a native ack acks that event (or batch); cumulative: it also acks every event "
+        "delivered before it (at a lower position)",
+    )
 
     @field_validator("subscriber")
     @classmethod
@@ -134,6 +145,11 @@ class AckRequest(Request):
     stream_id: StreamId
     subscription_name: str = Field(min_length=1, max_length=256)
     event_number: int = Field(ge=0, description="the version of the event in its stream")
+    cumulative: bool | None = Field(
+        default=None,
+        description="also ack every event delivered before this one (lower position); "
+        "default: the subscription's ack mode",
+    )
 
 
 class SubscriptionInfo(Response):
@@ -157,10 +173,25 @@ class SubscriptionInfo(Response):
     backoff_ms: list[int] | None
     codec: str
     active: bool = Field(description="a service instance is delivering it right now")
+    delivery: Literal["event", "batch"] = Field(default="event", description="as saved; omitted when 'event'")
+    batch_max: int = Field(default=100, description="as saved; present with delivery 'batch'")
+    ack: Literal["each", "cumulative"] = Field(default="each", description="as saved; omitted when 'each'")
+
+    def to_wire(self) -> dict[str, Any]:
+        """Without the delivery options left at their defaults: replies stay as before them."""
+        out = self.model_dump(mode="python")
+        if self.delivery == "event":
+            del out["delivery"], out["batch_max"]
+        if self.ack == "each":
+            del out["ack"]
+        return out
 
 
 class SubscriptionsResponse(Response):
     subscriptions: list[SubscriptionInfo]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"subscriptions": [s.to_wire() for s in self.subscriptions]}
 
 
 class ReplayParkedResponse(BaseModel):
