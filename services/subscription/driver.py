@@ -85,6 +85,10 @@ def _log_order(item: tuple[int, dict[str, Any]]) -> tuple[int, int]:
     return item[0], item[1]["version"]
 
 
+def _always() -> bool:
+    return True
+
+
 def _contains(data: Any, pattern: Any) -> bool:
     """``data`` contains ``pattern`` as a subset (objects recursively, other values equal)."""
     if isinstance(pattern, dict):
@@ -169,6 +173,9 @@ class Driver:
         # someone else by guessing sequence numbers
         self.nonce = secrets.token_hex(8)
         self.ack_all = d.consumer_ack == "all"
+        # with ack policy all, one JetStream ack covers every commit below it, also those another
+        # holder delivered: acks stop while the lease is near its end (Supervisor.started)
+        self.may_ack: Callable[[], bool] = _always
         self.pending: dict[int, _Pending] = {}  # commit seq → pending
         self.order: deque[int] = deque()  # the pending commits' seqs, ascending (may hold finished ones)
         self.undone = 0  # pending commits not finished: what max_in_flight bounds
@@ -504,6 +511,8 @@ class Driver:
         commit is finished."""
         if self.hold is not None and not await self._hold_released():
             return
+        if not self.may_ack():  # our lease may be running out: ack nothing (the next holder gets
+            return  # these commits again: delivered twice, never lost)
         order, pending = self.order, self.pending
         top: _Pending | None = None
         while order:
@@ -739,3 +748,10 @@ class Supervisor(LeaseSupervisor[Definition, Driver]):
 
     def make_worker(self, item: Definition) -> Driver:
         return Driver(self.nc, self.store, self.subjects, item, self.upcast)
+
+    def started(self, worker: Driver, lease: Lease) -> None:
+        # A quarter of the TTL before our lease runs out by our clock, stop acking JetStream: the
+        # next holder takes it only after it ran out by its own clock (ADR 0024), so clocks may
+        # differ by that much before two holders' ack-all acks could overlap.
+        margin = self.lease_ttl_s / 4
+        worker.may_ack = lambda: lease.valid(margin)

@@ -44,6 +44,7 @@ class Lease:
         self.owner = owner
         self.ttl_s = ttl_s
         self.held = False
+        self.expires = 0.0  # when the lease we last wrote runs out (unix time, our clock)
 
     def _value(self, expires: float) -> bytes:
         return json.dumps({"owner": self.owner, "expires": expires}).encode()
@@ -62,19 +63,28 @@ class Lease:
                 holder = lease_holder(entry.value, now)
                 if holder not in (None, self.owner):
                     self.held = False
+                    self.expires = 0.0
                     return False
                 await self.kv.update(self.key, self._value(now + self.ttl_s), last=entry.revision)
         except KeyWrongLastSequenceError:
             self.held = False  # someone else moved first
             return False
         self.held = True
+        self.expires = now + self.ttl_s
         return True
+
+    def valid(self, margin_s: float) -> bool:
+        """Held, and by our clock still ``margin_s`` away from running out: a worker whose
+        actions must never overlap another holder's checks this before each one (another
+        instance takes the lease only after it ran out, by that instance's clock)."""
+        return self.held and time.time() + margin_s < self.expires
 
     async def release(self) -> None:
         """Give the lease up at once (on shutdown), so another instance need not wait for expiry."""
         if not self.held:
             return
         self.held = False
+        self.expires = 0.0
         try:
             entry = await self.kv.get(self.key)
             if lease_holder(entry.value) == self.owner:
@@ -126,6 +136,9 @@ class LeaseSupervisor(Generic[D, W]):
 
     def finished(self, worker: W) -> bool:
         return False
+
+    def started(self, worker: W, lease: Lease) -> None:
+        """Called when ``worker`` starts under ``lease`` (to let it check the lease itself)."""
 
     # --- the loop ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -184,6 +197,7 @@ class LeaseSupervisor(Generic[D, W]):
             held = await lease.acquire_or_renew()
             if held and running is None:
                 worker = self.make_worker(item)
+                self.started(worker, lease)
                 await worker.start()
                 self.workers[k] = (worker, lease)
             elif not held and running is not None:

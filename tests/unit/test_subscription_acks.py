@@ -5,14 +5,18 @@ the take-over hold, batch acks, definitions saved before the options, and the mo
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from nats.js.errors import KeyNotFoundError
 from pydantic import ValidationError
 
 from esdb_gater.services.subscription.driver import Driver, js_meta
 from esdb_gater.services.subscription.store import Definition
 from esdb_gater.shared.core.subjects import Subjects
+from esdb_gater.shared.log import lease as lease_module
+from esdb_gater.shared.log.lease import Lease
 from esdb_gater.shared.models.subscription import SaveRequest, SubscriptionInfo, SubscriptionsResponse
 
 
@@ -216,3 +220,55 @@ async def test_a_cumulative_reply_to_an_event_acked_before_still_acks_the_earlie
     assert (m1.calls, m2.calls) == ([], [])
     assert await drv.ack_at(2, 1)  # the native reply to event 1 (position 2) once more: cumulative
     assert (m1.calls, m2.calls) == ([], ["ack"]) and drv.pending == {}
+
+
+async def test_no_jetstream_ack_while_the_lease_may_be_running_out() -> None:
+    """With ack policy all one ack covers commits another holder delivered: near the end of our
+    lease (Supervisor.started wires ``may_ack`` to ``Lease.valid``) nothing is acked; the commits
+    stay pending and are acked once the lease is renewed."""
+    drv = _driver(consumer_ack="all")
+    lease_ok = False
+    drv.may_ack = lambda: lease_ok
+    m1, m2 = _deliver(drv, 1, [0]), _deliver(drv, 2, [1])
+    await drv.ack("st", 0)
+    await drv.ack("st", 1)
+    assert (m1.calls, m2.calls) == ([], [])
+    assert list(drv.order) == [1, 2]  # still tracked
+    lease_ok = True
+    m3 = _deliver(drv, 3, [2])
+    await drv.ack("st", 2)
+    assert (m1.calls, m2.calls, m3.calls) == ([], [], ["ack"])  # one ack covers all three
+
+
+class FakeKv:
+    def __init__(self) -> None:
+        self.value: bytes | None = None
+        self.revision = 0
+
+    async def get(self, key: str) -> Any:
+        if self.value is None:
+            raise KeyNotFoundError
+        return type("Entry", (), {"value": self.value, "revision": self.revision})()
+
+    async def create(self, key: str, value: bytes) -> None:
+        self.value, self.revision = value, self.revision + 1
+
+    async def update(self, key: str, value: bytes, last: int) -> None:
+        self.value, self.revision = value, self.revision + 1
+
+
+async def test_a_lease_is_valid_until_a_margin_before_it_runs_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(lease_module, "time", SimpleNamespace(time=lambda: now[0]))
+    lease = Lease(FakeKv(), "k", "me", ttl_s=4.0)
+    assert not lease.valid(1.0)  # not taken yet
+    assert await lease.acquire_or_renew()
+    assert lease.valid(1.0)
+    now[0] += 2.9
+    assert lease.valid(1.0)
+    now[0] += 0.2  # 3.1 s after taking it: within 1 s of its end
+    assert not lease.valid(1.0)
+    assert await lease.acquire_or_renew()
+    assert lease.valid(1.0)
+    await lease.release()
+    assert not lease.valid(0.0)
