@@ -118,6 +118,11 @@ def _param(description: str, **extra: Any) -> dict[str, Any]:
     return {"description": description, **extra}
 
 
+def _string_headers(*names: str) -> dict[str, Any]:
+    """The schema of a message's headers: each named one a string."""
+    return {"type": "object", "properties": {h: {"type": "string"} for h in names}}
+
+
 def _ref(path: str) -> dict[str, str]:
     return {"$ref": path}
 
@@ -270,21 +275,15 @@ def build() -> dict[str, Any]:
         "title": "Subscription delivery",
         "summary": "one event of a persistent subscription; reply to the message to acknowledge it",
         "contentType": JSON_CT,
-        "headers": {
-            "type": "object",
-            "properties": {
-                h: {"type": "string"}
-                for h in (
-                    "Esdb-Subscription",
-                    "Esdb-Subscription-Key",
-                    "Esdb-Stream-Id",
-                    "Esdb-Version",
-                    "Esdb-Position",
-                    "Esdb-Delivery-Attempt",
-                    "Content-Type",
-                )
-            },
-        },
+        "headers": _string_headers(
+            "Esdb-Subscription",
+            "Esdb-Subscription-Key",
+            "Esdb-Stream-Id",
+            "Esdb-Version",
+            "Esdb-Position",
+            "Esdb-Delivery-Attempt",
+            "Content-Type",
+        ),
         "payload": refs[(RecordedEvent, "serialization")],
     }
     messages["subscription.batch"] = {
@@ -293,21 +292,15 @@ def build() -> dict[str, Any]:
         "summary": "several events of a subscription saved with delivery 'batch' (ADR 0024), in log order; "
         "one reply acknowledges them all",
         "contentType": JSON_CT,
-        "headers": {
-            "type": "object",
-            "properties": {
-                h: {"type": "string"}
-                for h in (
-                    "Esdb-Subscription",
-                    "Esdb-Subscription-Key",
-                    "Esdb-Batch-Count",
-                    "Esdb-Batch-First-Position",
-                    "Esdb-Batch-Last-Position",
-                    "Esdb-Delivery-Attempt",
-                    "Content-Type",
-                )
-            },
-        },
+        "headers": _string_headers(
+            "Esdb-Subscription",
+            "Esdb-Subscription-Key",
+            "Esdb-Batch-Count",
+            "Esdb-Batch-First-Position",
+            "Esdb-Batch-Last-Position",
+            "Esdb-Delivery-Attempt",
+            "Content-Type",
+        ),
         "payload": {
             "type": "object",
             "properties": {"events": {"type": "array", "items": refs[(RecordedEvent, "serialization")]}},

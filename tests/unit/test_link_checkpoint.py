@@ -11,6 +11,7 @@ from typing import Any
 from esdb_gater.services.link.driver import Driver, derived_event_id
 from esdb_gater.services.link.store import Checkpoint, Definition, Stats
 from esdb_gater.shared.core.subjects import Subjects
+from tests.unit.fake_kv import FakeKV
 
 HUGE = 10**15
 
@@ -119,34 +120,6 @@ async def test_a_fresh_link_starts_from_nothing() -> None:
     drv = _driver(FakeLinks(None, head=-1, events=[]))
     await drv._resync()
     assert (drv.checkpoint, drv.version, drv.written) == ((0, -1), -1, set())
-
-
-class FakeKV:
-    """The compare-and-set part of a KV bucket (nats-py's KeyValue)."""
-
-    def __init__(self) -> None:
-        self.value: bytes | None = None
-        self.revision = 0
-
-    async def get(self, key: str) -> Any:
-        from types import SimpleNamespace
-
-        from nats.js.errors import KeyNotFoundError
-
-        if self.value is None:
-            raise KeyNotFoundError
-        return SimpleNamespace(value=self.value, revision=self.revision)
-
-    async def update(self, key: str, value: bytes, last: int) -> int:
-        from nats.js.errors import KeyWrongLastSequenceError
-
-        if last != self.revision:
-            raise KeyWrongLastSequenceError
-        self.value, self.revision = value, self.revision + 1
-        return self.revision
-
-    async def create(self, key: str, value: bytes) -> int:
-        return await self.update(key, value, 0)
 
 
 async def test_a_stale_holder_cannot_move_the_checkpoint_back() -> None:

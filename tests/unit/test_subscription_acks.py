@@ -9,7 +9,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from nats.js.errors import KeyNotFoundError
 from pydantic import ValidationError
 
 from esdb_gater.services.subscription.driver import Driver, js_meta
@@ -18,6 +17,7 @@ from esdb_gater.shared.core.subjects import Subjects
 from esdb_gater.shared.log import lease as lease_module
 from esdb_gater.shared.log.lease import Lease
 from esdb_gater.shared.models.subscription import SaveRequest, SubscriptionInfo, SubscriptionsResponse
+from tests.unit.fake_kv import FakeKV
 
 
 class FakeMsg:
@@ -240,27 +240,10 @@ async def test_no_jetstream_ack_while_the_lease_may_be_running_out() -> None:
     assert (m1.calls, m2.calls, m3.calls) == ([], [], ["ack"])  # one ack covers all three
 
 
-class FakeKv:
-    def __init__(self) -> None:
-        self.value: bytes | None = None
-        self.revision = 0
-
-    async def get(self, key: str) -> Any:
-        if self.value is None:
-            raise KeyNotFoundError
-        return type("Entry", (), {"value": self.value, "revision": self.revision})()
-
-    async def create(self, key: str, value: bytes) -> None:
-        self.value, self.revision = value, self.revision + 1
-
-    async def update(self, key: str, value: bytes, last: int) -> None:
-        self.value, self.revision = value, self.revision + 1
-
-
 async def test_a_lease_is_valid_until_a_margin_before_it_runs_out(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
     monkeypatch.setattr(lease_module, "time", SimpleNamespace(time=lambda: now[0]))
-    lease = Lease(FakeKv(), "k", "me", ttl_s=4.0)
+    lease = Lease(FakeKV(), "k", "me", ttl_s=4.0)
     assert not lease.valid(1.0)  # not taken yet
     assert await lease.acquire_or_renew()
     assert lease.valid(1.0)
