@@ -307,7 +307,10 @@ class Driver:
                     wake.clear()
                     msgs, queue = queue, []
                     for msg in msgs:
-                        await on_msg(msg)
+                        try:
+                            await on_msg(msg)
+                        except Exception:  # this task must outlive any one message
+                            log.exception("subscription %s: could not handle a pulled message", self.d.key)
 
             sub = await inline(f"{inbox}.*", on_inline)
             consumer = asyncio.create_task(consume(), name=f"subscription-{self.d.key}-inbox")
