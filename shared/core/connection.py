@@ -25,6 +25,28 @@ _HEADER_WS = re.compile(r"\s")
 log = logging.getLogger(__name__)
 
 
+# Header names as sent (bytes) → the name, or None for one that is not a valid name. A Direct Get
+# reply has ten or so headers, nearly always the same names: checking each name once instead of
+# per message halves the parse. Bounded: when full it starts again.
+_HEADER_KEYS: dict[bytes, str | None] = {}
+_HEADER_KEYS_MAX = 512
+_UNSEEN: Any = object()
+
+
+def _header_key(name: bytes) -> str | None:
+    """``name`` stripped, if it is ASCII without whitespace inside (nats-py's rule); remembered."""
+    try:
+        key: str | None = name.strip().decode("ascii")
+    except UnicodeDecodeError:
+        key = None
+    if key is not None and _HEADER_WS.search(key):
+        key = None
+    if len(_HEADER_KEYS) >= _HEADER_KEYS_MAX:
+        _HEADER_KEYS.clear()
+    _HEADER_KEYS[name] = key
+    return key
+
+
 async def _never_called(msg: Msg) -> None:  # the queue of an inline subscription stays empty
     return None
 
@@ -93,15 +115,15 @@ class FastClient(Client):
     @staticmethod
     def _parse_header_lines(raw: bytes) -> dict[str, str]:
         out: dict[str, str] = {}
+        keys = _HEADER_KEYS
         for line in raw.split(b"\r\n"):
             name, sep, value = line.partition(b":")
             if not sep:
                 continue
-            try:
-                key = name.strip().decode("ascii")
-            except UnicodeDecodeError:
-                continue
-            if _HEADER_WS.search(key):
+            key = keys.get(name, _UNSEEN)
+            if key is _UNSEEN:  # a header name not seen yet: check it once
+                key = _header_key(name)
+            if key is None:
                 continue
             out[key] = value.strip().decode("utf-8", "replace")
         return out
