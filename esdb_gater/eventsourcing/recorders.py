@@ -139,6 +139,13 @@ def persistence_error(exc: BaseException) -> PersistenceError:
     return InterfaceError(msg)
 
 
+def _tracking_conflict(cp: dict[str, Any]) -> IntegrityError:
+    """The error of a checkpoint (tracking record) that is not past the recorded one."""
+    return IntegrityError(
+        f"tracking {cp.get('name')!r} {cp.get('position')} is not greater than the recorded {cp.get('stored_position')}"
+    )
+
+
 def _originator_version(ev: dict[str, Any]) -> int:
     v = (ev.get("metadata") or {}).get(MD_VERSION)
     return v if isinstance(v, int) and not isinstance(v, bool) else int(ev["version"])
@@ -424,11 +431,7 @@ class GaterRecorder(Recorder):
         conflicts = details.get("conflicts") or []
         if not conflicts:
             if "checkpoint" in details:
-                cp = details["checkpoint"]
-                raise IntegrityError(
-                    f"tracking {cp.get('name')!r} {cp.get('position')} is not greater than the recorded "
-                    f"{cp.get('stored_position')}"
-                ) from exc
+                raise _tracking_conflict(details["checkpoint"]) from exc
             raise IntegrityError(str(exc)) from exc
         by_stream = {a.stream_id: a for a in appends}
         conflicting = [by_stream[c["stream_id"]] for c in conflicts if c.get("stream_id") in by_stream]
@@ -456,11 +459,7 @@ class GaterRecorder(Recorder):
             a.expected = last_version
         if ours == 0:
             if "checkpoint" in details:
-                cp = details["checkpoint"]
-                raise IntegrityError(
-                    f"tracking {cp.get('name')!r} {cp.get('position')} is not greater than the recorded "
-                    f"{cp.get('stored_position')}"
-                ) from exc
+                raise _tracking_conflict(details["checkpoint"]) from exc
             return None
         if ours != len(appends):
             raise IntegrityError(str(exc)) from exc

@@ -93,12 +93,9 @@ class AllReader:
         lg, last_id = bounds
         if last_id is None:
             return AllPage([], None, None)
-        if req.direction == "forward":
-            events, nxt = await self._forward(store, lg, req)
-            if nxt is not None and nxt >= last_id:
-                nxt = None  # the page ends with the newest event
-        else:
-            events, nxt = await self._backward(store, lg, req)
+        events, nxt = await self._page(store, lg, req)
+        if req.direction == "forward" and nxt is not None and nxt >= last_id:
+            nxt = None  # the page ends with the newest event
         return AllPage(events, nxt, last_id)
 
     # --- reading the log ------------------------------------------------------------------------
@@ -180,66 +177,51 @@ class AllReader:
             row["notification_id"] = base | i
         return rows
 
-    # --- the two directions ---------------------------------------------------------------------
-    async def _forward(self, store: str, lg: _Log, req: ReadAllRequest) -> tuple[list[dict[str, Any]], int | None]:
+    # --- a page, either direction -----------------------------------------------------------------
+    async def _page(self, store: str, lg: _Log, req: ReadAllRequest) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to ``req.limit`` events in [lo_id, hi_id] in the request's direction, and the id to
+        continue from (None: the range is done). With filters at most ``SCAN_BUDGET`` commits are
+        read; ``next`` then points past the last one read."""
+        forward = req.direction == "forward"
         types = set(req.event_types) if req.event_types else None
         filtered = types is not None or req.stream_prefix is not None
-        lo_id = 0 if req.from_ is None else req.from_ + (0 if req.inclusive else 1)
-        hi_id = req.to
+        step = 0 if req.inclusive else 1
+        if forward:
+            lo_id = 0 if req.from_ is None else req.from_ + step
+            hi_id = req.to
+        else:
+            hi_id = None if req.from_ is None else req.from_ - step
+            if hi_id is not None and hi_id < 0:
+                return [], None
+            lo_id = req.to if req.to is not None else 0
         lo = max(lg.first, lo_id >> NOTIFICATION_SHIFT)
         hi = lg.last if hi_id is None else min(lg.last, hi_id >> NOTIFICATION_SHIFT)
+        want = lg.batch if filtered else req.limit + 1
+        msgs = self._ascending(lg, lo, hi, want) if forward else self._descending(lg, hi, lo, want)
         out: list[dict[str, Any]] = []
         scanned = 0
         last_seen: int | None = None
-        async for sm in self._ascending(lg, lo, hi, lg.batch if filtered else req.limit + 1):
+        async for sm in msgs:
             scanned += 1
-            for row in self._events(store, sm, req.stream_prefix):
+            rows = self._events(store, sm, req.stream_prefix)
+            for row in rows if forward else reversed(rows):
                 nid = row["notification_id"]
-                if nid < lo_id:
-                    continue
-                if hi_id is not None and nid > hi_id:
+                above = hi_id is not None and nid > hi_id
+                below = nid < lo_id
+                if above if forward else below:  # past the end of the range
                     return out, None
+                if below or above:  # not yet in it (the commit holding ``from``)
+                    continue
                 last_seen = nid
                 if types is not None and row["event_type"] not in types:
                     continue
                 out.append(row)
                 if len(out) >= req.limit:
                     return out, nid
-            if sm.seq >= hi:
+            if forward and sm.seq >= hi:
                 break
             if filtered and scanned >= SCAN_BUDGET:
-                return out, (last_seen if last_seen is not None else notification_id(sm.seq, NOTIFICATION_MASK))
-        return out, None
-
-    async def _backward(self, store: str, lg: _Log, req: ReadAllRequest) -> tuple[list[dict[str, Any]], int | None]:
-        types = set(req.event_types) if req.event_types else None
-        filtered = types is not None or req.stream_prefix is not None
-        if req.from_ is None:
-            hi_id = None
-        else:
-            hi_id = req.from_ - (0 if req.inclusive else 1)
-            if hi_id < 0:
-                return [], None
-        lo_id = req.to if req.to is not None else 0
-        hi = lg.last if hi_id is None else min(lg.last, hi_id >> NOTIFICATION_SHIFT)
-        lo = max(lg.first, lo_id >> NOTIFICATION_SHIFT)
-        out: list[dict[str, Any]] = []
-        scanned = 0
-        last_seen: int | None = None
-        async for sm in self._descending(lg, hi, lo, lg.batch if filtered else req.limit + 1):
-            scanned += 1
-            for row in reversed(self._events(store, sm, req.stream_prefix)):
-                nid = row["notification_id"]
-                if hi_id is not None and nid > hi_id:
-                    continue
-                if nid < lo_id:
-                    return out, None
-                last_seen = nid
-                if types is not None and row["event_type"] not in types:
-                    continue
-                out.append(row)
-                if len(out) >= req.limit:
-                    return out, nid
-            if filtered and scanned >= SCAN_BUDGET:
-                return out, (last_seen if last_seen is not None else notification_id(sm.seq, 0))
+                if last_seen is None:
+                    last_seen = notification_id(sm.seq, NOTIFICATION_MASK if forward else 0)
+                return out, last_seen
         return out, None

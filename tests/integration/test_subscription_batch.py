@@ -143,7 +143,7 @@ async def test_a_batch_carries_events_in_log_order_with_headers_and_one_reply_ac
     for msg in msgs:
         events = _events(msg)
         h = msg.headers or {}
-        assert 1 <= len(events) <= 100
+        assert len(events) >= 1 and len(events) <= 100  # never empty, never over batch_max
         assert h["Esdb-Subscription"] == "batched"
         assert h["Esdb-Subscription-Key"] == info.key
         assert h["Esdb-Batch-Count"] == str(len(events))
