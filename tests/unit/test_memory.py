@@ -68,7 +68,7 @@ def test_no_cgroup_limit_falls_back_to_the_host(tmp_path: Path) -> None:
     _fake_v2(tmp_path, "max", 5, 0)
     stats = read_stats(cgroup_root=tmp_path)
     assert stats.source == "host"
-    assert 0 < stats.used <= stats.total
+    assert stats.used > 0 and stats.used <= stats.total
     assert stats.level in ("normal", "elevated", "critical")
 
 

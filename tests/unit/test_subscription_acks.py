@@ -107,7 +107,7 @@ async def test_cumulative_ack_finishes_everything_before_it(policy: str) -> None
     m1, m2, m3 = _deliver(drv, 1, [0], "a"), _deliver(drv, 2, [0, 1, 2], "b"), _deliver(drv, 3, [5], "c")
     assert await drv.ack("b", 1, cumulative=True)  # all of commit 1, versions 0..1 of commit 2
     assert drv.pending[2].remaining.keys() == {2}
-    assert 3 in drv.pending
+    assert drv.pending.keys() >= {3}
     assert m1.calls == ["ack"] and m2.calls == [] and m3.calls == []
     await drv.ack("c", 5, cumulative=True)
     if policy == "all":
