@@ -50,8 +50,8 @@ async def test_timestamps_come_from_the_clock() -> None:
     assert [m.headers["Nats-Time-Stamp"] for m in msgs] == ["2001-09-09T01:46:40Z", "2001-09-09T01:47:40.5Z"]
     clock = FakeClock(start_ns=0)
     clock.advance(1.5)
-    now = clock()
-    assert now >= 1_500_000_000 and now < 2_500_000_000  # from start_ns on, in real time, plus what advance adds
+    t0 = clock()
+    assert t0 >= 1_500_000_000 and t0 < 2_500_000_000  # from start_ns on, in real time, plus what advance adds
 
 
 @pytest.mark.parametrize(
